@@ -1,0 +1,87 @@
+"""Frozen records that cross module and process boundaries, and the log-event vocabulary.
+
+Pure data: no I/O, no clock reads. Times are floats supplied by the caller: `run_at`,
+`created_at`, `locked_at` and `lease_until` are POSIX seconds from `Clock.realtime()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """Where a queued job is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class LogEvent(StrEnum):
+    """The fixed vocabulary put in `extra={"event": ...}` of every structured log line."""
+
+    WORKER_STARTED = "worker_started"
+    WORKER_STOPPING = "worker_stopping"
+    WORKER_STOPPED = "worker_stopped"
+    ENTRY_SCHEDULED = "entry_scheduled"
+    JOB_STARTED = "job_started"
+    JOB_SUCCEEDED = "job_succeeded"
+    JOB_FAILED = "job_failed"
+    JOB_TIMED_OUT = "job_timed_out"
+    JOB_SKIPPED = "job_skipped"
+    JOB_RETRY_SCHEDULED = "job_retry_scheduled"
+    JOBS_REQUEUED = "jobs_requeued"
+    JOBS_PURGED = "jobs_purged"
+    STORE_ERROR = "store_error"
+    WAKE_UNAVAILABLE = "wake_unavailable"
+    WAKE_ERROR = "wake_error"
+    STALE_SOCKET_REMOVED = "stale_socket_removed"
+    CHILD_EXITED = "child_exited"
+    CHILD_RESTARTING = "child_restarting"
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue; `args` and `options` are already-validated JSON text."""
+
+    name: str
+    args: str
+    options: str
+    run_at: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One row of the jobs table as the store returns it."""
+
+    id: int
+    name: str
+    args: str
+    options: str
+    status: JobStatus
+    run_at: float
+    created_at: float
+    attempts: int
+    locked_by: int | None
+    locked_at: float | None
+    lease_until: float | None
+    finished_at: float | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counts by status and the run_at of the oldest due pending job."""
+
+    pending: int
+    running: int
+    done: int
+    failed: int
+    oldest_pending_run_at: float | None
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.running + self.done + self.failed

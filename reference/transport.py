@@ -1,0 +1,58 @@
+"""The wake-up transport boundary: `Transport`, `Listener` and `SendResult`.
+
+No `socket` here. `unix_transport.UnixTransport` is the production implementation on
+AF_UNIX datagram sockets; `sim.fabric.Fabric` is the in-memory one. The waker and doorbell
+(`waker.py`) are the same code on both.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+
+class SendResult(StrEnum):
+    """What one non-blocking wake-up attempt found at an address."""
+
+    DELIVERED = "delivered"  # the byte is queued at a live listener
+    PENDING = "pending"  # the listener's queue is full: a wake-up is already waiting (EAGAIN)
+    MISSING = "missing"  # no socket file (FileNotFoundError)
+    REFUSED = "refused"  # a file whose listener died (ConnectionRefusedError)
+    RESET = "reset"  # connection reset or broken pipe
+    ERROR = "error"  # anything else; the transport logs it
+
+    @property
+    def woke(self) -> bool:
+        """True if a live listener will see a wake-up after this attempt."""
+        return self in (SendResult.DELIVERED, SendResult.PENDING)
+
+
+class Listener(Protocol):
+    """The receiving end of one wake-up address."""
+
+    @property
+    def address(self) -> str: ...
+
+    async def receive(self) -> bytes:
+        """Wait for the next wake-up datagram and return it."""
+        ...
+
+    def drain(self) -> int:
+        """Discard every datagram already queued without waiting; return how many."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening and remove the address; idempotent."""
+        ...
+
+
+class Transport(Protocol):
+    """Delivers one-byte wake-ups between processes."""
+
+    async def listen(self, address: str) -> Listener:
+        """Listen on `address`; remove a stale endpoint, raise `SocketInUseError` if live."""
+        ...
+
+    def try_send(self, address: str, payload: bytes) -> SendResult:
+        """Send one datagram without blocking; never raises."""
+        ...
