@@ -10,7 +10,8 @@ Owns every error class users may catch; imports nothing from the package.
     ├── UnknownJobError(BackgroundError, LookupError)    name not in the registry
     ├── NotConfiguredError(BackgroundError, RuntimeError)  enqueue before configure()
     ├── StoreError ── StoreLockedError, StoreCorruptError
-    └── TransportError ── SocketInUseError
+    ├── TransportError ── SocketInUseError
+    └── MetricsFileError(BackgroundError, ValueError)  metrics file missing or not ours
 """
 
 from __future__ import annotations
@@ -73,3 +74,7 @@ class TransportError(BackgroundError):
 
 class SocketInUseError(TransportError):
     """Another live process already listens on this wake-up socket."""
+
+
+class MetricsFileError(BackgroundError, ValueError):
+    """The metrics file is missing, unreadable, or not a metrics file of this layout."""

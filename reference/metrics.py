@@ -1,0 +1,394 @@
+"""The shared-memory metrics file: one `counters.SEGMENT_SIZE` segment per worker.
+
+Owns the file format (header + segments), its safe creation and growth, the writer's
+mmap, the lock-free reader `read_all()`, and the operator CLI `python -m reference.metrics`.
+The only importer of `mmap`; never imports sqlite3, socket, threading or `sim`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import mmap
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NoReturn
+
+from reference.counters import SEGMENT_SIZE, BufferCounters, Snapshot
+from reference.errors import MetricsFileError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+# File layout (little-endian), all offsets 8-byte aligned so no counter field is torn:
+#   0   magic            8 bytes
+#   8   layout version   u32
+#   12  segment size     u32
+#   16  segment count    u32 (grows, never shrinks)
+#   20  reserved         up to HEADER_SIZE
+#   64  segment of worker 1, then worker 2, ...
+MAGIC = b"REFMTRCS"
+LAYOUT_VERSION = 1
+HEADER_SIZE = 64  # one cache line, so segment i starts on a line boundary
+_HEADER = struct.Struct("<8sIII")
+_COUNT = struct.Struct("<I")
+_COUNT_OFFSET = 16
+# A sanity bound: a typo like --workers 1000000 must not allocate a 128 MB file.
+MAX_WORKERS = 4096
+DEFAULT_FILENAME = "reference-metrics.bin"
+
+
+def default_metrics_path() -> str:
+    """Return the default metrics file path, under the platform temp directory."""
+    return os.path.join(tempfile.gettempdir(), DEFAULT_FILENAME)
+
+
+def _file_size(segments: int) -> int:
+    return HEADER_SIZE + segments * SEGMENT_SIZE
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The decoded header of a metrics file."""
+
+    version: int
+    segment_size: int
+    segment_count: int
+
+    @classmethod
+    def parse(cls, path: str, data: bytes) -> Header:
+        """Decode and validate `data` (the file's first bytes); raise `MetricsFileError`."""
+        if len(data) < _HEADER.size:
+            raise MetricsFileError(f"metrics file {path!r} is truncated ({len(data)} bytes)")
+        magic, version, segment_size, count = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise MetricsFileError(f"{path!r} is not a metrics file (bad magic {magic!r})")
+        if version != LAYOUT_VERSION:
+            raise MetricsFileError(
+                f"metrics file {path!r} has layout version {version}, expected {LAYOUT_VERSION}"
+            )
+        if segment_size != SEGMENT_SIZE:
+            raise MetricsFileError(
+                f"metrics file {path!r} has segment size {segment_size}, expected {SEGMENT_SIZE}"
+            )
+        return cls(version, segment_size, count)
+
+
+def _create_whole(path: str, segments: int) -> None:
+    """Publish a complete new file at `path` unless one exists.
+
+    The file is built under a temporary name and hard-linked into place: link() never
+    replaces, so exactly one racer wins, and no process ever sees a file without a header.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_HEADER.pack(MAGIC, LAYOUT_VERSION, SEGMENT_SIZE, segments))
+            f.truncate(_file_size(segments))
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _grow_locked(fd: int, path: str, total_workers: int) -> int:
+    """Validate the header and grow the file to `total_workers` segments; return its size.
+
+    The caller holds the flock. The file is extended before the header count is raised,
+    so a reader trusting the count never reads past the end; nothing ever shrinks.
+    """
+    header = Header.parse(path, os.pread(fd, _HEADER.size, 0))
+    segments = max(header.segment_count, total_workers)
+    size = os.fstat(fd).st_size
+    if size < _file_size(segments):
+        os.ftruncate(fd, _file_size(segments))
+        size = _file_size(segments)
+    if header.segment_count < segments:
+        os.pwrite(fd, _COUNT.pack(segments), _COUNT_OFFSET)
+    return size
+
+
+class MetricsSegment:
+    """One worker's mapped segment of the metrics file; `.counters` writes into it."""
+
+    def __init__(self, path: str, worker: int, total_workers: int) -> None:
+        """Open (creating or growing) the file and map it; prefer `open_metrics()`."""
+        _check_range("total_workers", total_workers, 1, MAX_WORKERS)
+        _check_range("worker", worker, 1, total_workers)
+        self.path = path
+        self.worker = worker
+        self.total_workers = total_workers
+        try:
+            if not os.path.exists(path):
+                _create_whole(path, total_workers)
+            # O_NOFOLLOW: the default path lives in a shared temp dir.
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise MetricsFileError(f"cannot open metrics file {path!r}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                size = _grow_locked(fd, path, total_workers)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            raise MetricsFileError(f"cannot map metrics file {path!r}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)  # the mapping keeps its own reference to the file
+        self._view: memoryview | None = memoryview(self._mmap)
+        offset = HEADER_SIZE + (worker - 1) * SEGMENT_SIZE
+        self.counters = BufferCounters(self._view, offset, worker)
+        # A restarted worker starts from zero rather than inheriting its predecessor's totals.
+        self.counters.reset()
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` has run."""
+        return self._view is None
+
+    def close(self) -> None:
+        """Unmap the file; idempotent. `.counters` must not be used afterwards."""
+        if self._view is None:
+            return
+        # The memoryview pins the mmap: release it first or mmap.close() raises BufferError.
+        self._view.release()
+        self._view = None
+        self._mmap.close()
+
+    def __enter__(self) -> MetricsSegment:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._view is None else "open"
+        return (
+            f"MetricsSegment(path={self.path!r}, worker={self.worker}, "
+            f"total_workers={self.total_workers}, {state})"
+        )
+
+
+def open_metrics(path: str, worker: int, total_workers: int) -> MetricsSegment:
+    """Open worker `worker`'s segment (1-based) of the file at `path`, creating or growing it.
+
+    Raises:
+        MetricsFileError: the file cannot be created/opened, or is not a metrics file.
+        ValueError: `worker` is not in 1..total_workers.
+    """
+    return MetricsSegment(path, worker, total_workers)
+
+
+def read_header(path: str | None = None) -> tuple[Header, bytes]:
+    """Read the header and all allocated segment bytes with plain reads; no lock taken."""
+    path = default_metrics_path() if path is None else path
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_SIZE)
+            header = Header.parse(path, head)
+            body = f.read(header.segment_count * SEGMENT_SIZE)
+    except FileNotFoundError as exc:
+        raise MetricsFileError(f"metrics file {path!r} does not exist") from exc
+    except OSError as exc:
+        raise MetricsFileError(f"cannot read metrics file {path!r}: {exc.strerror}") from exc
+    return header, body
+
+
+def read_all(total_workers: int, path: str | None = None) -> list[Snapshot]:
+    """Return one `Snapshot` per worker 1..total_workers, read from any process.
+
+    Segments the file does not hold yet (a file still being grown) read as zeros.
+
+    Raises:
+        MetricsFileError: the file is missing, unreadable or not a metrics file.
+    """
+    _check_range("total_workers", total_workers, 1, MAX_WORKERS)
+    _, body = read_header(path)
+    # Trust only whole segments actually read: the count is raised after the file grows,
+    # but a short read is still possible if the file is replaced underneath us.
+    allocated = len(body) // SEGMENT_SIZE
+    zero = bytes(SEGMENT_SIZE)
+    return [
+        Snapshot.unpack(i, body, (i - 1) * SEGMENT_SIZE)
+        if i <= allocated
+        else Snapshot.unpack(i, zero)
+        for i in range(1, total_workers + 1)
+    ]
+
+
+# --- CLI -------------------------------------------------------------------------------
+
+_PROG = "python -m reference.metrics"
+
+# (metric suffix, type, help, how to read the value off a snapshot)
+_PROM_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("runs_total", "counter", "Jobs started.", "total_runs"),
+    ("successes_total", "counter", "Jobs that succeeded.", "total_successes"),
+    ("failures_total", "counter", "Jobs that raised.", "total_failures"),
+    ("timeouts_total", "counter", "Jobs that timed out.", "total_timeouts"),
+    ("skips_total", "counter", "Scheduled runs skipped on overlap.", "total_skips"),
+    ("active", "gauge", "Jobs running now.", "active_jobs"),
+    ("free_slots", "gauge", "Free concurrency slots.", "capacity"),
+    ("last_run_timestamp_seconds", "gauge", "Start of the last run (0: never).", "last_run_at"),
+    ("last_duration_seconds", "gauge", "Duration of the last finished run.", "last_duration_ms"),
+)
+
+
+class _UsageError(Exception):
+    """Bad command-line usage; exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog=_PROG, description="Print per-worker job metrics.")
+    parser.add_argument("--workers", type=int, metavar="N", help="workers to show")
+    parser.add_argument("--metrics", metavar="PATH", help="metrics file")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list")
+    fmt.add_argument("--prometheus", action="store_true", help="print Prometheus text format")
+    return parser
+
+
+def _iso(ts: float) -> str:
+    if ts <= 0:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def format_table(snapshots: Sequence[Snapshot]) -> str:
+    """Render snapshots as an aligned table with a totals row."""
+    head = ("worker", "runs", "ok", "failed", "timeouts", "skips", "active", "last run", "last ms")
+    rows: list[tuple[str, ...]] = []
+    for s in snapshots:
+        ms = f"{s.last_duration_ms:.1f}" if s.last_run_at > 0 else "-"
+        counts = (s.total_runs, s.total_successes, s.total_failures, s.total_timeouts)
+        rest = (s.total_skips, s.active_jobs)
+        rows.append((str(s.worker), *map(str, counts + rest), _iso(s.last_run_at), ms))
+    latest = max((s.last_run_at for s in snapshots), default=0.0)
+    sums = [
+        sum(getattr(s, f) for s in snapshots)
+        for f in (
+            "total_runs",
+            "total_successes",
+            "total_failures",
+            "total_timeouts",
+            "total_skips",
+            "active_jobs",
+        )
+    ]
+    rows.append(("total", *map(str, sums), _iso(latest), "-"))
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        # Worker and timestamp columns read left to right; numbers align right.
+        out = [
+            c.ljust(w) if i in (0, 7) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(head), *(line(r) for r in rows)])
+
+
+def format_json(snapshots: Sequence[Snapshot]) -> str:
+    """Render snapshots as a JSON list of objects (all fields, plus `last_run_iso`)."""
+    items = []
+    for s in snapshots:
+        item: dict[str, object] = asdict(s)
+        item["last_run_iso"] = None if s.last_run_at <= 0 else _iso(s.last_run_at)
+        items.append(item)
+    return json.dumps(items, indent=2)
+
+
+def _prom_value(value: float) -> str:
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def format_prometheus(snapshots: Sequence[Snapshot]) -> str:
+    """Render snapshots in the Prometheus text exposition format (version 0.0.4)."""
+    out: list[str] = []
+    for suffix, kind, help_text, field in _PROM_METRICS:
+        name = f"reference_jobs_{suffix}"
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        for s in snapshots:
+            value: float = getattr(s, field)
+            if field == "last_duration_ms":
+                value = value / 1000.0
+            out.append(f'{name}{{worker="{s.worker}"}} {_prom_value(value)}')
+    return "\n".join(out) + "\n"
+
+
+def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, int | None]:
+    path = args.metrics or environ.get("METRICS_PATH") or default_metrics_path()
+    workers: int | None = args.workers
+    if workers is None and environ.get("BACKGROUND_FORKS"):
+        raw = environ["BACKGROUND_FORKS"]
+        try:
+            workers = int(raw)
+        except ValueError:
+            raise _UsageError(f"BACKGROUND_FORKS must be an integer, got {raw!r}") from None
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise _UsageError(f"workers must be in 1..{MAX_WORKERS}, got {workers}")
+    return path, workers
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the metrics CLI; return the exit status (0 ok, 1 unreadable file, 2 bad usage)."""
+    if environ is None:
+        from reference.config import process_environ  # layer 4; imported only by the CLI
+
+        environ = process_environ()
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        path, workers = _resolve(args, environ)
+    except _UsageError as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        header, _ = read_header(path)
+        if workers is None:
+            workers = header.segment_count
+        if workers < 1 or header.segment_count < workers:
+            print(
+                f"{_PROG}: metrics file {path!r} holds {header.segment_count} worker "
+                f"segment(s), {workers} requested; are the workers running?",
+                file=sys.stderr,
+            )
+            return 1
+        snapshots = read_all(workers, path)
+    except MetricsFileError as exc:
+        print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(format_json(snapshots))
+    elif args.prometheus:
+        print(format_prometheus(snapshots), end="")
+    else:
+        print(format_table(snapshots))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
