@@ -248,6 +248,17 @@ _PROM_METRICS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# The table's numeric columns, in order; each is also summed into the totals row.
+_TABLE_COUNTS = (
+    "total_runs",
+    "total_successes",
+    "total_failures",
+    "total_timeouts",
+    "total_skips",
+    "active_jobs",
+)
+
+
 class _UsageError(Exception):
     """Bad command-line usage; exit 2."""
 
@@ -279,22 +290,11 @@ def format_table(snapshots: Sequence[Snapshot]) -> str:
     rows: list[tuple[str, ...]] = []
     for s in snapshots:
         ms = f"{s.last_duration_ms:.1f}" if s.last_run_at > 0 else "-"
-        counts = (s.total_runs, s.total_successes, s.total_failures, s.total_timeouts)
-        rest = (s.total_skips, s.active_jobs)
-        rows.append((str(s.worker), *map(str, counts + rest), _iso(s.last_run_at), ms))
+        counts = (str(getattr(s, f)) for f in _TABLE_COUNTS)
+        rows.append((str(s.worker), *counts, _iso(s.last_run_at), ms))
     latest = max((s.last_run_at for s in snapshots), default=0.0)
-    sums = [
-        sum(getattr(s, f) for s in snapshots)
-        for f in (
-            "total_runs",
-            "total_successes",
-            "total_failures",
-            "total_timeouts",
-            "total_skips",
-            "active_jobs",
-        )
-    ]
-    rows.append(("total", *map(str, sums), _iso(latest), "-"))
+    sums = (str(sum(getattr(s, f) for s in snapshots)) for f in _TABLE_COUNTS)
+    rows.append(("total", *sums, _iso(latest), "-"))
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
 
     def line(cells: Sequence[str]) -> str:
