@@ -37,6 +37,10 @@ class Listener(Protocol):
         """Wait for the next wake-up datagram and return it."""
         ...
 
+    def receive_nowait(self) -> bytes | None:
+        """Return the next queued datagram, or None if none is queued; never waits."""
+        ...
+
     def drain(self) -> int:
         """Discard every datagram already queued without waiting; return how many."""
         ...
