@@ -1,0 +1,460 @@
+"""`SqliteStore`: the production `Store`, one SQLite file in WAL mode shared by every worker.
+
+Owns the `jobs` schema, every SQL statement, and the translation of driver errors into
+`reference.errors` (`sqlite3.Error` never leaves this module). The only module that may import
+`sqlite3`; it imports nothing above layer 1 and never reads a clock (times are bound from the
+caller, and the schema has no time defaults).
+"""
+
+# Why every write goes through `SqliteStore._transaction` (the 0.6.1 fix)
+# -----------------------------------------------------------------------
+# Fetch must claim a job atomically across processes, so it runs as
+#     BEGIN IMMEDIATE; UPDATE ... WHERE id IN (SELECT ... LIMIT ?) RETURNING ...; COMMIT
+# on a connection with isolation_level=None (no implicit BEGINs from the driver).
+# SQLite's error handling inside an explicit transaction is the trap. When a statement fails
+# (a constraint, a function raising, "database is locked" on a page it needed), SQLite rolls
+# back that *statement*, not the transaction. When Python code between statements fails (a
+# bug, a KeyboardInterrupt, a cancelled task unwinding), nothing is rolled back at all. Either
+# way the connection is left inside BEGIN IMMEDIATE still holding the RESERVED lock, and:
+#   * its next fetch fails with "cannot start a transaction within a transaction", forever;
+#   * single-statement writes (complete, enqueue) silently join the orphan transaction and
+#     are never committed;
+#   * every other connection gets "database is locked" after busy_timeout, so one bad fetch
+#     in one worker stalls the whole fleet.
+# That is the 0.6.0 bug. The fix is one rule in one place: on *any* exception (BaseException,
+# so cancellation is covered too) roll back if `conn.in_transaction`, close the cursors in
+# `finally`, then re-raise (translated). An *interrupt* fault would hide the bug because
+# SQLite rolls an interrupted transaction back by itself, so the simulator injects
+# statement-level errors instead: `fault_hook` sites between statements, and the
+# `fault_point()` SQL function evaluated *inside* the fetch UPDATE.
+# `_rollback_open_transaction` is a module-level function on purpose: `sim/mutants.py` swaps
+# it for a no-op to bring the 0.6.0 behaviour back, and the simulator must catch it.
+#
+# Single-statement writes (enqueue, complete, fail, requeue_*, purge, retry, renew) run in
+# autocommit: SQLite makes one statement atomic and rolls it back itself, so an explicit
+# transaction would only add two round trips to the hot path.
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from reference.errors import StoreCorruptError, StoreError, StoreLockedError
+from reference.records import JobRow, JobStatus, LogEvent, StoreStats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from reference.records import NewJob
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION: Final = 1
+MMAP_SIZE: Final = 256 * 1024 * 1024
+DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
+
+# AUTOINCREMENT: ids are handles users keep (`queue retry ID`), so an id freed by purge must
+# never name a different job later; plain INTEGER PRIMARY KEY would reuse the highest id.
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        class_name  TEXT    NOT NULL,
+        args        TEXT    NOT NULL,
+        status      TEXT    NOT NULL
+                    CHECK (status IN ('pending', 'running', 'done', 'failed')),
+        created_at  REAL    NOT NULL,
+        run_at      REAL    NOT NULL,
+        locked_by   INTEGER,
+        locked_at   REAL,
+        lease_until REAL,
+        finished_at REAL,
+        options     TEXT    NOT NULL DEFAULT '{}',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_pending_due ON jobs (run_at, id) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE status = 'running'",
+    "CREATE INDEX IF NOT EXISTS jobs_done_finished ON jobs (finished_at) WHERE status = 'done'",
+)
+
+_COLUMNS: Final = (
+    "id, class_name, args, options, status, run_at, created_at, attempts,"
+    " locked_by, locked_at, lease_until, finished_at, last_error"
+)
+_INSERT: Final = (
+    "INSERT INTO jobs (class_name, args, options, status, created_at, run_at)"
+    " VALUES (?, ?, ?, 'pending', ?, ?)"
+)
+_FETCH: Final = (
+    "UPDATE jobs SET status = 'running', locked_by = ?, locked_at = ?, lease_until = ?,"
+    " attempts = attempts + 1"
+    " WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ?"
+    " ORDER BY run_at, id LIMIT ?){fault} RETURNING " + _COLUMNS
+)
+_COMPLETE: Final = (
+    "UPDATE jobs SET status = 'done', finished_at = ?, lease_until = NULL"
+    " WHERE id = ? AND status = 'running' AND attempts = ?"
+)
+_FAIL_RETRY: Final = (
+    "UPDATE jobs SET status = 'pending', run_at = ?, last_error = ?,"
+    " locked_by = NULL, locked_at = NULL, lease_until = NULL"
+    " WHERE id = ? AND status = 'running' AND attempts = ?"
+)
+_FAIL_FINAL: Final = (
+    "UPDATE jobs SET status = 'failed', finished_at = ?, last_error = ?, lease_until = NULL"
+    " WHERE id = ? AND status = 'running' AND attempts = ?"
+)
+_REQUEUE: Final = (
+    "UPDATE jobs SET status = 'pending', locked_by = NULL, locked_at = NULL, lease_until = NULL"
+    " WHERE status = 'running' AND "
+)
+_STATS: Final = (
+    "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running'),"
+    " count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status = 'failed'),"
+    " (SELECT min(run_at) FROM jobs WHERE status = 'pending') FROM jobs"
+)
+
+_STATUS: Final = {s.value: s for s in JobStatus}
+_LOCKED_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _default_connect(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None, cached_statements=64)
+
+
+def _rollback_open_transaction(conn: sqlite3.Connection) -> None:
+    """Roll back `conn` if a failed write left it inside a transaction (the 0.6.1 fix)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _row(r: tuple[Any, ...]) -> JobRow:
+    return JobRow(
+        r[0], r[1], r[2], r[3], _STATUS[r[4]], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]
+    )
+
+
+class SqliteStore:
+    """A `Store` over one SQLite file; one instance owns one connection.
+
+    Args:
+        path: the database file; its directory must exist.
+        mmap: memory-map up to 256 MiB of the file (SPEC default on).
+        busy_timeout_ms: how long a write waits for another connection's lock.
+        connect: connection factory (the simulator's seam); must return a new connection.
+        fault_hook: called at named sites ("fetch.after_begin", "fetch.statement" inside the
+            fetch UPDATE, "fetch.before_commit", "enqueue", "complete", "fail"); whatever it
+            raises aborts the operation. None in production, which then runs plain SQL.
+        create: when False, refuse a missing file instead of creating an empty database.
+
+    Raises:
+        StoreError: missing directory or file; StoreCorruptError: not a SQLite database.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mmap: bool = True,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        connect: Callable[[str], sqlite3.Connection] | None = None,
+        fault_hook: Callable[[str], None] | None = None,
+        create: bool = True,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._mmap = mmap
+        self._busy_timeout_ms = busy_timeout_ms
+        self._fault_hook = fault_hook
+        self._closed = False
+        self._statement_fault: BaseException | None = None
+        if self._path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(self._path))
+            if not os.path.isdir(parent):
+                raise StoreError(
+                    f"queue database {self._path!r}: directory {parent!r} does not exist"
+                )
+            if not create and not os.path.exists(self._path):
+                raise StoreError(f"queue database {self._path!r} does not exist")
+        self._fetch_sql = _FETCH.format(
+            fault=" AND fault_point('fetch.statement')" if fault_hook else ""
+        )
+        try:
+            self._conn = (connect or _default_connect)(self._path)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise self._translate(exc) from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike[str], **kwargs: Any) -> SqliteStore:
+        """Open a database that must already exist (the CLI's guard against a typo'd path)."""
+        return cls(path, create=False, **kwargs)
+
+    @classmethod
+    def create_schema(cls, path: str | os.PathLike[str]) -> None:
+        """Create the database and schema, then close: no connection survives into a fork."""
+        cls(path).close()
+
+    def _setup(self) -> None:
+        conn = self._conn
+        conn.isolation_level = None  # a custom factory may not have set it
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE if self._mmap else 0}").fetchall()
+        if self._fault_hook is not None:
+            conn.create_function("fault_point", 1, self._fault_point)
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"queue database {self._path!r} has schema version {version}, newer than"
+                f" this code's {SCHEMA_VERSION}"
+            )
+        self._transaction(self._create_tables, "schema")
+
+    @staticmethod
+    def _create_tables(conn: sqlite3.Connection) -> None:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _fault_point(self, site: str) -> int:
+        if self._fault_hook is not None:
+            try:
+                self._fault_hook(site)
+            except BaseException as exc:
+                # SQLite reduces it to "user-defined function raised exception"; keep the
+                # original so the caller (and the simulator's trace) sees what was injected.
+                self._statement_fault = exc
+                raise
+        return 1
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(exc)
+        if primary in _LOCKED_CODES or "database is locked" in text:
+            return StoreLockedError(
+                f"queue database {self._path!r} is locked: another connection held the write"
+                f" lock longer than busy_timeout ({self._busy_timeout_ms} ms)"
+            )
+        if primary in _CORRUPT_CODES or "not a database" in text or "malformed" in text:
+            return StoreCorruptError(
+                f"queue database {self._path!r} is not a usable SQLite database: {text}"
+            )
+        if isinstance(exc, sqlite3.ProgrammingError) and self._closed:
+            return StoreError(f"queue database {self._path!r}: store is closed")
+        return StoreError(f"queue database {self._path!r}: {text}")
+
+    def _transaction(self, body: Callable[..., _T], site: str, *args: Any) -> _T:
+        """Run `body(conn, *args)` inside BEGIN IMMEDIATE ... COMMIT; roll back on any error."""
+        conn = self._conn
+        hook = self._fault_hook
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if hook is not None:
+                hook(site + ".after_begin")
+            result = body(conn, *args)
+            if hook is not None:
+                hook(site + ".before_commit")
+            conn.execute("COMMIT")
+            return result
+        except BaseException as exc:
+            try:
+                _rollback_open_transaction(conn)
+            except sqlite3.Error as rollback_exc:
+                # Keep the original error; the next BEGIN will report the stuck state.
+                logger.warning(
+                    "rollback after a failed write on %s failed: %s",
+                    self._path,
+                    rollback_exc,
+                    extra={"event": LogEvent.STORE_ERROR},
+                )
+            fault, self._statement_fault = self._statement_fault, None
+            if fault is not None:
+                if isinstance(fault, sqlite3.Error):
+                    raise self._translate(fault) from fault
+                raise fault from exc
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
+
+    def _write(self, site: str, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one autocommit write statement; return the number of rows it changed."""
+        try:
+            if self._fault_hook is not None:
+                self._fault_hook(site)
+            return self._conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def enqueue(self, job: NewJob) -> int:
+        """Insert one pending job; return its id."""
+        try:
+            if self._fault_hook is not None:
+                self._fault_hook("enqueue")
+            rowid = self._conn.execute(
+                _INSERT, (job.name, job.args, job.options, job.created_at, job.run_at)
+            ).lastrowid
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        assert rowid is not None  # an INSERT that succeeded always has one
+        return rowid
+
+    @staticmethod
+    def _insert_all(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[int]:
+        ids: list[int] = []
+        for job in jobs:
+            rowid = conn.execute(
+                _INSERT, (job.name, job.args, job.options, job.created_at, job.run_at)
+            ).lastrowid
+            assert rowid is not None
+            ids.append(rowid)
+        return ids
+
+    def enqueue_many(self, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert many pending jobs in one transaction; return their ids in order."""
+        if not jobs:
+            return []
+        return self._transaction(self._insert_all, "enqueue_many", jobs)
+
+    def _claim(
+        self, conn: sqlite3.Connection, worker: int, now: float, lease: float, limit: int
+    ) -> list[JobRow]:
+        cur = conn.execute(self._fetch_sql, (worker, now, now + lease, now, limit))
+        try:
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+        if len(rows) > 1:
+            # RETURNING order is unspecified; the contract is (run_at, id).
+            rows.sort(key=lambda r: (r[5], r[0]))
+        return [_row(r) for r in rows]
+
+    def fetch_due(self, worker: int, *, now: float, lease: float, limit: int = 1) -> list[JobRow]:
+        """Claim up to `limit` oldest due pending jobs in one `BEGIN IMMEDIATE` transaction."""
+        return self._transaction(self._claim, "fetch", worker, now, lease, limit)
+
+    def renew(self, worker: int, job_ids: Sequence[int], *, lease_until: float) -> int:
+        """Extend the lease of `worker`'s running jobs; return how many were renewed."""
+        if not job_ids:
+            return 0
+        return self._write(
+            "renew",
+            "UPDATE jobs SET lease_until = ? WHERE status = 'running' AND locked_by = ?"
+            " AND id IN (SELECT value FROM json_each(?))",
+            (lease_until, worker, json.dumps(list(job_ids))),
+        )
+
+    def complete(self, job_id: int, *, attempt: int, now: float) -> bool:
+        """Mark claim `attempt` of a running job done; False if the claim was superseded."""
+        return self._write("complete", _COMPLETE, (now, job_id, attempt)) == 1
+
+    def fail(
+        self, job_id: int, error: str, *, attempt: int, retry_at: float | None, now: float
+    ) -> bool:
+        """Record a failed run: back to pending at `retry_at`, or `failed` if it is None."""
+        if retry_at is not None:
+            return self._write("fail", _FAIL_RETRY, (retry_at, error, job_id, attempt)) == 1
+        return self._write("fail", _FAIL_FINAL, (now, error, job_id, attempt)) == 1
+
+    def requeue_running(self, worker: int, *, now: float) -> int:
+        """Re-queue every job left running under `worker`; they keep run_at and attempts."""
+        return self._write("requeue", _REQUEUE + "locked_by = ?", (worker,))
+
+    def requeue_expired(self, *, now: float) -> int:
+        """Re-queue running jobs of any worker whose lease ended before `now`."""
+        return self._write("requeue", _REQUEUE + "lease_until < ?", (now,))
+
+    def purge_done(self, *, older_than: float) -> int:
+        """Delete done jobs finished before `older_than`; return how many."""
+        return self._write(
+            "purge", "DELETE FROM jobs WHERE status = 'done' AND finished_at < ?", (older_than,)
+        )
+
+    def retry(self, job_id: int, *, now: float) -> bool:
+        """Re-queue a failed job at `now` with `attempts` reset to 0: a full retry budget again.
+
+        `last_error` is kept until the next run records its own outcome.
+        """
+        return (
+            self._write(
+                "retry",
+                "UPDATE jobs SET status = 'pending', run_at = ?, attempts = 0, locked_by = NULL,"
+                " locked_at = NULL, lease_until = NULL, finished_at = NULL"
+                " WHERE id = ? AND status = 'failed'",
+                (now, job_id),
+            )
+            == 1
+        )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def next_run_at(self) -> float | None:
+        """The earliest `run_at` among pending jobs, or None if none is pending."""
+        value: float | None = self._read("SELECT min(run_at) FROM jobs WHERE status = 'pending'")[
+            0
+        ][0]
+        return value
+
+    def get(self, job_id: int) -> JobRow | None:
+        """One job by id."""
+        rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _row(rows[0]) if rows else None
+
+    def list_jobs(self, status: JobStatus | None = None, *, limit: int = 100) -> list[JobRow]:
+        """Jobs by id, newest first, optionally of one status."""
+        if status is None:
+            rows = self._read(f"SELECT {_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._read(
+                f"SELECT {_COLUMNS} FROM jobs WHERE status = ? ORDER BY id DESC LIMIT ?",
+                (str(status), limit),
+            )
+        return [_row(r) for r in rows]
+
+    def stats(self) -> StoreStats:
+        """Counts by status and the oldest pending job's run_at."""
+        pending, running, done, failed, oldest = self._read(_STATS)[0]
+        return StoreStats(pending, running, done, failed, oldest)
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Later calls raise `StoreError`."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            _rollback_open_transaction(self._conn)
+        except sqlite3.Error:
+            pass  # closing discards the transaction anyway
+        finally:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<SqliteStore path={self._path!r} mmap={self._mmap}"
+            f" busy_timeout_ms={self._busy_timeout_ms} {state}>"
+        )

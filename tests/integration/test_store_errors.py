@@ -1,0 +1,280 @@
+"""SqliteStore against real failure modes: lock contention, corrupt and missing files, and
+errors raised inside the fetch transaction (the 0.6.1 rollback fix, and its 0.6.0 mutant).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reference import sqlite_store
+from reference.errors import StoreCorruptError, StoreError, StoreLockedError
+from reference.records import JobStatus, NewJob
+from reference.sqlite_store import SqliteStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+T0 = 1_700_000_000.0
+
+
+def job(run_at: float = T0) -> NewJob:
+    return NewJob(name="app.Job", args="[]", options="{}", run_at=run_at, created_at=T0)
+
+
+class InjectedError(sqlite3.OperationalError):
+    """What the tests' fault hooks raise; a driver error, so the store must translate it."""
+
+
+class Faults:
+    """A fault hook that raises at the armed sites, `after` calls in."""
+
+    def __init__(self) -> None:
+        self.armed: dict[str, int] = {}
+        self.calls: list[str] = []
+
+    def arm(self, site: str, after: int = 0) -> None:
+        self.armed[site] = after
+
+    def __call__(self, site: str) -> None:
+        self.calls.append(site)
+        if site in self.armed:
+            if self.armed[site] == 0:
+                del self.armed[site]
+                raise InjectedError(f"injected at {site}")
+            self.armed[site] -= 1
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "queue.db")
+    SqliteStore.create_schema(path)
+    return path
+
+
+@pytest.fixture
+def other(db: str) -> Iterator[sqlite3.Connection]:
+    """A second, raw connection on the same file that never waits for a lock."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=0)
+    yield conn
+    conn.close()
+
+
+def can_write_now(conn: sqlite3.Connection) -> bool:
+    """True if `conn` can take the write lock immediately (nobody else holds it)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return False
+    conn.execute("ROLLBACK")
+    return True
+
+
+def test_lock_held_beyond_busy_timeout_raises_locked_then_recovers(
+    db: str, other: sqlite3.Connection
+) -> None:
+    store = SqliteStore(db, busy_timeout_ms=50)
+    store.enqueue(job())
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreLockedError, match=r"another connection held the write lock") as info:
+        store.fetch_due(1, now=T0, lease=30)
+    assert db in str(info.value)
+    assert "50 ms" in str(info.value)
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    with pytest.raises(StoreLockedError):
+        store.enqueue(job())
+    other.execute("ROLLBACK")
+    assert len(store.fetch_due(1, now=T0, lease=30)) == 1
+    store.close()
+
+
+def test_corrupt_file_raises_corrupt_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(random.Random(7).randbytes(8192))
+    with pytest.raises(StoreCorruptError, match=r"garbage\.db"):
+        SqliteStore(path)
+
+
+def test_file_corrupted_after_open_raises_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    store = SqliteStore(path, mmap=False)
+    store.close()
+    with open(path, "r+b") as f:
+        f.write(b"\x00" * 100)  # wipe the header: no longer "SQLite format 3"
+    with pytest.raises(StoreCorruptError, match=r"queue\.db"):
+        SqliteStore(path)
+
+
+def test_missing_directory_raises_store_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "queue.db"
+    with pytest.raises(StoreError, match="does not exist") as info:
+        SqliteStore(path)
+    assert str(path) in str(info.value)
+    assert not isinstance(info.value, (StoreLockedError, StoreCorruptError))
+
+
+def test_open_existing_refuses_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    with pytest.raises(StoreError, match=r"typo\.db"):
+        SqliteStore.open_existing(path)
+    assert not path.exists()
+    SqliteStore.create_schema(path)
+    SqliteStore.open_existing(path).close()
+
+
+def test_newer_schema_version_is_refused(db: str, other: sqlite3.Connection) -> None:
+    other.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        SqliteStore(db)
+
+
+def test_pragmas_are_applied(db: str) -> None:
+    store = SqliteStore(db, mmap=False, busy_timeout_ms=1234)
+    conn = store._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    assert conn.execute("PRAGMA busy_timeout").fetchone() == (1234,)
+    assert conn.execute("PRAGMA mmap_size").fetchone() == (0,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
+    store.close()
+
+
+def test_closed_store_raises_store_error(db: str) -> None:
+    store = SqliteStore(db)
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.enqueue(job())
+    assert "closed" in repr(store)
+
+
+@pytest.mark.parametrize(
+    ("site", "after"),
+    [
+        ("fetch.after_begin", 0),
+        ("fetch.statement", 0),  # inside the UPDATE, on the first claimed row
+        ("fetch.statement", 1),  # inside the UPDATE, after one row was already updated
+        ("fetch.before_commit", 0),
+    ],
+)
+def test_error_inside_fetch_rolls_back_and_store_stays_usable(
+    db: str, other: sqlite3.Connection, site: str, after: int
+) -> None:
+    faults = Faults()
+    store = SqliteStore(db, fault_hook=faults, busy_timeout_ms=50)
+    store.enqueue_many([job(), job()])
+    faults.arm(site, after)
+    with pytest.raises(StoreError, match=f"injected at {site}") as info:
+        store.fetch_due(1, now=T0, lease=30, limit=2)
+    assert isinstance(info.value.__cause__, InjectedError)
+    assert not store._conn.in_transaction
+    assert can_write_now(other)  # other connections are not locked out
+    assert store.stats().pending == 2  # nothing half-claimed
+    assert len(store.fetch_due(1, now=T0, lease=30, limit=2)) == 2
+    store.close()
+
+
+def test_non_driver_exception_inside_fetch_also_rolls_back(
+    db: str, other: sqlite3.Connection
+) -> None:
+    def hook(site: str) -> None:
+        if site == "fetch.before_commit":
+            raise KeyboardInterrupt  # BaseException: cancellation-like unwinding
+
+    store = SqliteStore(db, fault_hook=hook)
+    store.enqueue(job())
+    with pytest.raises(KeyboardInterrupt):
+        store.fetch_due(1, now=T0, lease=30)
+    assert not store._conn.in_transaction
+    assert can_write_now(other)
+    store.close()
+
+
+def test_wrapped_connection_factory_raising_inside_update(
+    db: str, other: sqlite3.Connection
+) -> None:
+    """The `connect` seam alone: the factory's connection makes the fetch UPDATE itself fail."""
+    failing = [True]
+
+    def maybe_fail() -> int:
+        if failing[0]:
+            raise ValueError("disk on fire")
+        return 0
+
+    def connect(path: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.create_function("maybe_fail", 0, maybe_fail)
+        # A TEMP trigger is private to this connection: only this store's claims fail.
+        conn.execute(
+            "CREATE TEMP TRIGGER claim_fails BEFORE UPDATE OF status ON main.jobs"
+            " WHEN NEW.status = 'running' BEGIN SELECT maybe_fail(); END"
+        )
+        return conn
+
+    store = SqliteStore(db, connect=connect, busy_timeout_ms=50)
+    store.enqueue(job())
+    with pytest.raises(StoreError, match="user-defined function raised exception"):
+        store.fetch_due(1, now=T0, lease=30)
+    assert not store._conn.in_transaction
+    assert can_write_now(other)
+    failing[0] = False
+    assert len(store.fetch_due(1, now=T0, lease=30)) == 1
+    store.close()
+
+
+def test_error_in_enqueue_many_stores_nothing(db: str) -> None:
+    faults = Faults()
+    store = SqliteStore(db, fault_hook=faults)
+    faults.arm("enqueue_many.before_commit")
+    with pytest.raises(StoreError):
+        store.enqueue_many([job(), job(), job()])
+    assert store.stats().total == 0
+    assert len(store.enqueue_many([job(), job()])) == 2
+    store.close()
+
+
+def test_fault_at_single_statement_sites_changes_nothing(db: str) -> None:
+    faults = Faults()
+    store = SqliteStore(db, fault_hook=faults)
+    faults.arm("enqueue")
+    with pytest.raises(StoreError):
+        store.enqueue(job())
+    job_id = store.enqueue(job())
+    (row,) = store.fetch_due(1, now=T0, lease=30)
+    faults.arm("complete")
+    with pytest.raises(StoreError):
+        store.complete(job_id, attempt=row.attempts, now=T0)
+    assert store.get(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert store.complete(job_id, attempt=row.attempts, now=T0)
+    store.close()
+
+
+def test_mutant_without_rollback_wedges_the_store(
+    db: str, other: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator's 0.6.0 mutant seam: with the rollback disabled the bug comes back."""
+    monkeypatch.setattr(sqlite_store, "_rollback_open_transaction", lambda conn: None)
+    faults = Faults()
+    store = SqliteStore(db, fault_hook=faults, busy_timeout_ms=50)
+    store.enqueue(job())
+    faults.arm("fetch.statement")
+    with pytest.raises(StoreError):
+        store.fetch_due(1, now=T0, lease=30)
+    assert store._conn.in_transaction
+    with pytest.raises(StoreError, match="within a transaction"):
+        store.fetch_due(1, now=T0, lease=30)
+    assert not can_write_now(other)
+    monkeypatch.undo()
+    store.close()  # close rolls back, releasing the lock
+    assert can_write_now(other)
+
+
+def test_repr_names_path_and_mmap(db: str) -> None:
+    store = SqliteStore(db, mmap=False)
+    assert os.path.basename(db) in repr(store)
+    assert "mmap=False" in repr(store)
+    store.close()
