@@ -1,0 +1,3 @@
+"""Benchmarks: each module measures one component against a bare baseline (`make bench`)."""
+
+from __future__ import annotations
