@@ -1,15 +1,173 @@
-"""`WorkerSettings`: argv > environment > defaults, resolved once.
+"""`WorkerSettings` and `QueueSettings`: argv > environment > defaults, resolved once.
 
-The only reader of `os.environ` in the package. Everything below receives values as
-arguments; nothing reads the environment later (STYLE 4.7).
+Layer 4. The only reader of `os.environ` in the package. Everything below receives values
+as arguments; nothing reads the environment later (STYLE 4.7). Invalid values raise
+`ConfigError(key=...)`, which the CLIs turn into one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reference.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+DEFAULT_CONCURRENCY = 2
+DEFAULT_WORKERS = 1
+POLL_INTERVAL = 5.0
+# A running job's lease: renewed every LEASE / 3 while it runs, so a worker must miss two
+# renewals in a row (a crash, a frozen process) before another worker re-queues its job.
+DEFAULT_LEASE = 60.0
+DEFAULT_DB_PATH = os.path.join("tmp", "queue.db")
+DEFAULT_SOCKET_DIR = os.path.join("tmp", "sockets")
+METRICS_OFF = frozenset({"", "off", "none", "0"})
+
+
+def default_metrics_path() -> str:
+    """Where metrics live unless told otherwise: the system temp dir."""
+    return os.path.join(tempfile.gettempdir(), "reference-metrics.bin")
 
 
 def process_environ() -> Mapping[str, str]:
     """A snapshot of this process's environment, for CLIs resolving their fallbacks."""
     return dict(os.environ)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """Where the queue lives and how many workers listen for wake-ups."""
+
+    db_path: str
+    socket_dir: str
+    total_workers: int
+    mmap: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Everything a worker or the supervisor needs, validated."""
+
+    schedule_path: str | None
+    workers: int
+    concurrency: int
+    queue: QueueSettings
+    metrics_path: str | None  # None: metrics off
+    imports: tuple[str, ...]
+    worker_index: int | None
+    isolated: frozenset[int]
+    poll_interval: float = POLL_INTERVAL
+    lease: float = DEFAULT_LEASE
+
+    def serves_queue(self, index: int) -> bool:
+        """True unless `ISOLATION_FORKS` keeps worker `index` off the queue."""
+        return index not in self.isolated
+
+    def queue_workers(self) -> list[int]:
+        """The worker indexes that consume the queue (and so listen for wake-ups)."""
+        return [i for i in range(1, self.workers + 1) if self.serves_queue(i)]
+
+
+def _positive_int(key: str, raw: str | int, *, minimum: int = 1) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"must be an integer, not {raw!r}", key=key) from None
+    if value < minimum:
+        raise ConfigError(f"must be at least {minimum}, not {value}", key=key)
+    return value
+
+
+def _positive_float(key: str, raw: str | float) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"must be a number, not {raw!r}", key=key) from None
+    if not value > 0:
+        raise ConfigError(f"must be > 0, not {value}", key=key)
+    return value
+
+
+def _index_list(key: str, raw: str) -> frozenset[int]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    return frozenset(_positive_int(key, p) for p in parts)
+
+
+def _pick(cli: object, environ: Mapping[str, str], name: str) -> object:
+    """argv wins, then the environment variable `name`; None if neither is set."""
+    if cli is not None:
+        return cli
+    value = environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def resolve_queue(
+    *,
+    db: str | None,
+    socket_dir: str | None,
+    workers: int | None,
+    environ: Mapping[str, str],
+) -> QueueSettings:
+    """Resolve the producer-side queue settings (also used by `python -m reference.queue`)."""
+    db_path = str(_pick(db, environ, "QUEUE_DB_PATH") or DEFAULT_DB_PATH)
+    sock = str(_pick(socket_dir, environ, "QUEUE_SOCKET_DIR") or DEFAULT_SOCKET_DIR)
+    raw_workers = _pick(workers, environ, "BACKGROUND_FORKS")
+    total = DEFAULT_WORKERS if raw_workers is None else _positive_int("workers", str(raw_workers))
+    mmap_raw = environ.get("QUEUE_MMAP", "1").strip().lower()
+    return QueueSettings(db_path, sock, total, mmap=mmap_raw not in ("0", "off", "false", "no"))
+
+
+def resolve_worker(
+    *,
+    schedule: str | None = None,
+    workers: int | None = None,
+    concurrency: int | None = None,
+    db: str | None = None,
+    socket_dir: str | None = None,
+    metrics: str | None = None,
+    imports: Sequence[str] = (),
+    worker_index: int | None = None,
+    environ: Mapping[str, str],
+) -> WorkerSettings:
+    """Resolve worker settings: argv values (None when not given) > `environ` > defaults.
+
+    Raises:
+        ConfigError: a value is malformed or out of range; `key` names the setting.
+    """
+    queue = resolve_queue(db=db, socket_dir=socket_dir, workers=workers, environ=environ)
+    raw_conc = _pick(concurrency, environ, "LIMIT_JOB_COUNT")
+    conc = DEFAULT_CONCURRENCY if raw_conc is None else _positive_int("concurrency", str(raw_conc))
+    schedule_path = _pick(schedule, environ, "SCHEDULE_PATH")
+    metrics_raw = _pick(metrics, environ, "METRICS_PATH")
+    if metrics_raw is None:
+        metrics_path: str | None = default_metrics_path()
+    elif str(metrics_raw).strip().lower() in METRICS_OFF:
+        metrics_path = None
+    else:
+        metrics_path = str(metrics_raw)
+    if worker_index is not None and not 1 <= worker_index <= queue.total_workers:
+        raise ConfigError(
+            f"must be between 1 and --workers ({queue.total_workers}), not {worker_index}",
+            key="worker-index",
+        )
+    isolated = _index_list("ISOLATION_FORKS", environ.get("ISOLATION_FORKS", ""))
+    poll = environ.get("QUEUE_POLL_INTERVAL")
+    lease = environ.get("QUEUE_LEASE")
+    return WorkerSettings(
+        schedule_path=None if schedule_path is None else str(schedule_path),
+        workers=queue.total_workers,
+        concurrency=conc,
+        queue=queue,
+        metrics_path=metrics_path,
+        imports=tuple(imports),
+        worker_index=worker_index,
+        isolated=isolated,
+        poll_interval=POLL_INTERVAL
+        if poll is None
+        else _positive_float("QUEUE_POLL_INTERVAL", poll),
+        lease=DEFAULT_LEASE if lease is None else _positive_float("QUEUE_LEASE", lease),
+    )

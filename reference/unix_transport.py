@@ -9,6 +9,7 @@ layer 1 and never `sim`. `OSError` never leaves this module: listen raises
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import posixpath
@@ -255,6 +256,9 @@ class UnixTransport:
             # Belt and braces: a platform that ignores both still ends at 0600 at once.
             os.chmod(address, SOCKET_MODE)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                # Another process bound the path between our probe/unlink and bind().
+                raise SocketInUseError(f"another worker is listening on {address}") from exc
             raise TransportError(f"cannot bind wake-up socket {address!r}: {exc}") from exc
 
     def try_send(self, address: str, payload: bytes) -> SendResult:

@@ -1,0 +1,1 @@
+"""Example jobs and schedule that `make run` serves."""

@@ -1,0 +1,347 @@
+"""The queue consumer: recover, then wait on the doorbell or the poll, claim, run, settle.
+
+Layer 2 (engine): asyncio over the `Store` and `Transport` protocols; reads time only
+through the clock. It claims only as many jobs as the worker has free slots, so a busy
+worker never sits on a job an idle peer could run, and it never sleeps past the earliest
+pending `run_at`, so a delayed job starts on time rather than at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from reference.counters import Outcome
+from reference.errors import StoreError, UnknownJobError
+from reference.options import JobOptions
+from reference.records import LogEvent
+from reference.runner import describe_error
+from reference.waker import Doorbell, Waker
+
+if TYPE_CHECKING:
+    from reference.records import JobRow
+    from reference.runtime import QueueWiring, Worker
+
+logger = logging.getLogger(__name__)
+
+# SPEC: done jobs older than an hour are cleaned every five minutes.
+PURGE_EVERY = 300.0
+PURGE_OLDER_THAN = 3600.0
+# Writing a job's outcome is retried this many times (a locked database) before the job is
+# left to its lease: a lost completion means a duplicate run, so it is worth a few tries.
+SETTLE_TRIES = 5
+STORE_BACKOFF_MIN = 0.05
+
+
+class Consumer:
+    """Consumes the queue for one worker; owned by `Worker.run`'s task group."""
+
+    def __init__(self, worker: Worker, wiring: QueueWiring) -> None:
+        self._worker = worker
+        self._wiring = wiring
+        self._store = wiring.store
+        self._clock = worker.runtime.clock
+        self._rng = worker.runtime.rng
+        self._registry = worker.runtime.registry
+        self._observer = worker.runtime.observer
+        self._index = worker.index
+        self._slots = worker.slots
+        self._wake = asyncio.Event()
+        self._running: dict[int, int] = {}  # job id -> claimed attempt
+        self._waker = Waker(wiring.transport, wiring.peers, self._rng)
+        self._store_failures = 0
+        self._serving = True
+        self._drained = asyncio.Event()  # set once serving ended and no job is running
+
+    async def run(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
+        """Serve the queue until `stopping`; job runs are tasks owned by `tasks`."""
+        doorbell = await Doorbell.open(self._wiring.transport, self._wiring.address)
+        helpers: list[asyncio.Task[None]] = []
+        try:
+            self._recover()
+            tasks.create_task(self._renew_leases(), name="lease-renewal")
+            helpers = [
+                tasks.create_task(self._listen(doorbell), name="doorbell"),
+                tasks.create_task(self._maintain(stopping), name="queue-maintenance"),
+                tasks.create_task(self._wake_on_stop(stopping), name="stop-watch"),
+            ]
+            await self._serve(stopping, tasks)
+        finally:
+            # The helpers only serve the loop that just ended. Job runs (also in `tasks`)
+            # are left to finish, and lease renewal goes on until the last one has.
+            self._serving = False
+            self._check_drained()
+            for helper in helpers:
+                helper.cancel()
+            doorbell.close()
+
+    async def _wake_on_stop(self, stopping: asyncio.Event) -> None:
+        await stopping.wait()
+        self._wake.set()
+
+    def _recover(self) -> None:
+        now = self._clock.realtime()
+        own = self._store.requeue_running(self._index, now=now)
+        expired = self._store.requeue_expired(now=now)
+        if own or expired:
+            logger.info(
+                "re-queued %d jobs left running by this worker and %d with expired leases",
+                own,
+                expired,
+                extra={"event": LogEvent.JOBS_REQUEUED, "worker": self._index},
+            )
+        self._observer.emit(LogEvent.JOBS_RECOVERED, worker=self._index, own=own, expired=expired)
+
+    async def _serve(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
+        poll = self._wiring.poll_interval
+        while not stopping.is_set():
+            self._wake.clear()
+            free = self._slots.free
+            timeout: float | None = poll
+            if free:
+                rows = self._claim(free)
+                if rows is None:  # the store failed: back off, then try again
+                    timeout = min(poll, STORE_BACKOFF_MIN * 2 ** min(self._store_failures, 6))
+                else:
+                    for row in rows:
+                        self._start(row, tasks)
+                    if len(rows) == free:
+                        await asyncio.sleep(0)  # more may be due: claim again after a yield
+                        continue
+                    timeout = self._until_next_due(poll)
+            # No free slot: a finishing job sets _wake. Free but nothing due: the doorbell,
+            # the next run_at, or the poll, whichever comes first.
+            if timeout is None or timeout > 0:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    def _claim(self, free: int) -> list[JobRow] | None:
+        try:
+            rows = self._store.fetch_due(
+                self._index, now=self._clock.realtime(), lease=self._wiring.lease, limit=free
+            )
+        except StoreError as exc:
+            self._store_failures += 1
+            self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="fetch")
+            logger.warning(
+                "fetch failed (%s); retrying",
+                exc,
+                extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+            )
+            return None
+        self._store_failures = 0
+        self._observer.emit(LogEvent.FETCH, worker=self._index, claimed=len(rows))
+        return rows
+
+    def _until_next_due(self, poll: float) -> float:
+        try:
+            next_at = self._store.next_run_at()
+        except StoreError:
+            return poll
+        if next_at is None:
+            return poll
+        return max(0.0, min(poll, next_at - self._clock.realtime()))
+
+    def _start(self, row: JobRow, tasks: asyncio.TaskGroup) -> None:
+        if not self._slots.try_acquire():
+            raise RuntimeError("claimed a job without a free slot")  # _serve claims <= free
+        self._running[row.id] = row.attempts
+        self._observer.emit(
+            LogEvent.JOB_CLAIMED,
+            worker=self._index,
+            job_id=row.id,
+            attempt=row.attempts,
+            name=row.name,
+        )
+        tasks.create_task(self._execute(row), name=f"job:{row.id}")
+
+    async def _execute(self, row: JobRow) -> None:
+        try:
+            await self._execute_claimed(row)
+        finally:
+            self._running.pop(row.id, None)
+            self._slots.release()
+            self._wake.set()
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        if not self._serving and not self._running:
+            self._drained.set()
+
+    async def _execute_claimed(self, row: JobRow) -> None:
+        label = f"{row.name}#{row.id}"
+        try:
+            job_cls = self._registry.resolve(row.name)
+            args = json.loads(row.args)
+            if not isinstance(args, list):
+                raise TypeError("stored arguments are not a JSON array")
+            options = JobOptions.from_json(row.options)
+        except (UnknownJobError, ValueError, TypeError) as exc:
+            # Not runnable in this process, now or on a retry: fail it for good, clearly.
+            await self._settle_failure(row, describe_error(exc), retry_at=None, label=label)
+            return
+        result = await self._worker.runner.run(
+            job_cls, args, time_limit=options.timeout, label=label
+        )
+        if result.outcome is Outcome.SUCCESS:
+            await self._settle(row, label, None, None)
+            return
+        retry_at: float | None = None
+        if row.attempts <= options.retry:
+            delay = options.retry_delay_for(row.attempts, self._rng)
+            retry_at = self._clock.realtime() + delay
+        await self._settle_failure(row, result.error or "unknown error", retry_at, label)
+
+    async def _settle_failure(
+        self, row: JobRow, error: str, retry_at: float | None, label: str
+    ) -> None:
+        await self._settle(row, label, error, retry_at)
+
+    async def _settle(
+        self, row: JobRow, label: str, error: str | None, retry_at: float | None
+    ) -> None:
+        """Write the run's outcome, retrying a failing store a few times."""
+        for attempt in range(SETTLE_TRIES):
+            now = self._clock.realtime()
+            try:
+                if error is None:
+                    ok = self._store.complete(row.id, attempt=row.attempts, now=now)
+                else:
+                    ok = self._store.fail(
+                        row.id, error, attempt=row.attempts, retry_at=retry_at, now=now
+                    )
+            except StoreError as exc:
+                self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="settle")
+                logger.warning(
+                    "recording the outcome of %s failed (%s); try %d of %d",
+                    label,
+                    exc,
+                    attempt + 1,
+                    SETTLE_TRIES,
+                    extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+                )
+                await asyncio.sleep(STORE_BACKOFF_MIN * 2**attempt)
+                continue
+            self._report(row, label, error, retry_at, ok)
+            return
+        logger.error(
+            "could not record the outcome of %s; its lease will expire and it will run again",
+            label,
+            extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+        )
+
+    def _report(
+        self, row: JobRow, label: str, error: str | None, retry_at: float | None, ok: bool
+    ) -> None:
+        fields = {"worker": self._index, "job_id": row.id, "attempt": row.attempts}
+        if not ok:
+            self._observer.emit(LogEvent.JOB_SUPERSEDED, **fields)
+            logger.warning(
+                "%s: its claim was taken over (lease expired); outcome dropped",
+                label,
+                extra={"event": LogEvent.JOB_SUPERSEDED, "worker": self._index},
+            )
+        elif error is None:
+            self._observer.emit(LogEvent.JOB_COMPLETED, **fields)
+        elif retry_at is not None:
+            self._observer.emit(LogEvent.JOB_RETRY_SCHEDULED, **fields)
+            logger.warning(
+                "%s failed on attempt %d (%s); retrying in %.1f s",
+                label,
+                row.attempts,
+                error,
+                retry_at - self._clock.realtime(),
+                extra={"event": LogEvent.JOB_RETRY_SCHEDULED, "worker": self._index},
+            )
+        else:
+            self._observer.emit(LogEvent.JOB_DEAD, **fields)
+            logger.error(
+                "%s failed for good after %d attempts: %s",
+                label,
+                row.attempts,
+                error,
+                extra={"event": LogEvent.JOB_DEAD, "worker": self._index},
+            )
+
+    async def _listen(self, doorbell: Doorbell) -> None:
+        """Turn wake-ups into fetches; hand them on while every slot is busy."""
+        while True:
+            if not await doorbell.wait_rung(None):
+                continue
+            self._observer.emit(LogEvent.WAKE_RECEIVED, worker=self._index, hops=doorbell.hops_left)
+            if not self._slots.free and doorbell.hops_left > 0:
+                report = self._waker.pass_on(self._index, doorbell.hops_left)
+                self._observer.emit(
+                    LogEvent.WAKE_PASSED_ON,
+                    worker=self._index,
+                    to=report.woken,
+                    attempts=len(report.attempts),
+                )
+            self._wake.set()
+
+    async def _renew_leases(self) -> None:
+        """Extend the leases of running jobs every lease/3, until the last job is done."""
+        every = self._wiring.lease / 3
+        while True:
+            try:
+                async with asyncio.timeout(every):
+                    await self._drained.wait()
+                return
+            except TimeoutError:
+                pass
+            if not self._running:
+                continue
+            until = self._clock.realtime() + self._wiring.lease
+            try:
+                self._store.renew(self._index, sorted(self._running), lease_until=until)
+            except StoreError as exc:
+                logger.warning(
+                    "lease renewal failed (%s); retrying in %.0f s",
+                    exc,
+                    every,
+                    extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+                )
+
+    async def _maintain(self, stopping: asyncio.Event) -> None:
+        """Re-queue expired leases of any worker; purge old done jobs (SPEC cadence)."""
+        every = min(self._wiring.lease / 2, PURGE_EVERY)
+        since_purge = 0.0
+        while not await _stopped_within(stopping, every):
+            now = self._clock.realtime()
+            since_purge += every
+            try:
+                if self._store.requeue_expired(now=now):
+                    self._wake.set()
+                if since_purge >= PURGE_EVERY:
+                    since_purge = 0.0
+                    purged = self._store.purge_done(older_than=now - PURGE_OLDER_THAN)
+                    if purged:
+                        logger.info(
+                            "purged %d done jobs",
+                            purged,
+                            extra={"event": LogEvent.JOBS_PURGED, "worker": self._index},
+                        )
+            except StoreError as exc:
+                logger.warning(
+                    "queue maintenance failed (%s)",
+                    exc,
+                    extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+                )
+
+    def __repr__(self) -> str:
+        return f"Consumer(worker={self._index}, running={len(self._running)}, {self._slots!r})"
+
+
+async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True if `stopping` was set meanwhile."""
+    try:
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    except TimeoutError:
+        return False
+    return True

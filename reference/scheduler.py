@@ -1,0 +1,164 @@
+"""The scheduler: a min-heap of schedule entries and one loop that sleeps until the earliest.
+
+Layer 2 (engine): asyncio over layers 0-1; reads time only through the `Clock` it is given.
+Overlap (SPEC, the 0.6.1 fix): an entry still running when due is skipped *and rescheduled*,
+with a warning and a skip count. 0.6.0 re-pushed it without rescheduling, so its due time
+stayed in the past and the loop spun; `python -m sim mutants` restores that to prove the
+simulator catches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from reference.records import LogEvent
+from reference.triggers import MIN_CRON_SLEEP, interval_first, interval_next, startup_jitter
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from reference.clock import Clock
+    from reference.counters import Counters
+    from reference.observe import Observer
+    from reference.runner import Runner, Slots
+    from reference.schedule import ScheduleEntry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class EntryState:
+    """One entry's mutable state inside the scheduler."""
+
+    entry: ScheduleEntry
+    running: bool = False
+    last_slot: datetime | None = field(default=None)  # cron: the last wall slot scheduled
+    runs: int = 0
+    skips: int = 0
+
+
+class Scheduler:
+    """Runs this worker's schedule entries on time, never one entry twice at once."""
+
+    def __init__(
+        self,
+        entries: Sequence[ScheduleEntry],
+        *,
+        clock: Clock,
+        rng: random.Random,
+        runner: Runner,
+        slots: Slots,
+        counters: Counters,
+        observer: Observer,
+    ) -> None:
+        self._clock = clock
+        self._rng = rng
+        self._runner = runner
+        self._slots = slots
+        self._counters = counters
+        self._observer = observer
+        self.states = [EntryState(entry) for entry in entries]
+        # (due, seq, state): seq breaks ties in entry order, so equal due times never
+        # compare EntryState objects and the firing order is deterministic.
+        self._heap: list[tuple[float, int, EntryState]] = []
+
+    def _first_run(self, state: EntryState) -> float:
+        entry = state.entry
+        now = self._clock.monotonic()
+        jitter = startup_jitter(entry.every, self._rng)
+        if entry.every is not None:
+            return interval_first(now, entry.every, jitter)
+        return self._cron_due(state, now) + jitter
+
+    def _cron_due(self, state: EntryState, now: float) -> float:
+        cron = state.entry.cron
+        assert cron is not None
+        wall = self._clock.wall()
+        # Never schedule a slot at or before the one already scheduled: a wall clock a hair
+        # behind the slot it just fired (float rounding) or stepped back by NTP would
+        # otherwise fire that slot again 0.1 s later.
+        ref = wall if state.last_slot is None or wall > state.last_slot else state.last_slot
+        slot = cron.next_after(ref)
+        state.last_slot = slot
+        return now + max((slot - wall).total_seconds(), MIN_CRON_SLEEP)
+
+    def next_run(self, state: EntryState, due: float) -> float:
+        """The due time after a run (or skip) that was due at `due` (SPEC rescheduling)."""
+        now = self._clock.monotonic()
+        if state.entry.every is not None:
+            return interval_next(due, state.entry.every, now)
+        return self._cron_due(state, now)
+
+    def on_overlap(self, state: EntryState, due: float) -> float:
+        """Skip a run whose previous one is still going, and reschedule (the 0.6.1 fix)."""
+        state.skips += 1
+        self._counters.skipped()
+        self._observer.emit(LogEvent.JOB_SKIPPED, entry=state.entry.name)
+        logger.warning(
+            "skipping %s: its previous run is still going",
+            state.entry.name,
+            extra={"event": LogEvent.JOB_SKIPPED, "entry": state.entry.name},
+        )
+        return self.next_run(state, due)
+
+    async def run(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
+        """Fire entries until `stopping` is set; runs are tasks owned by `tasks`."""
+        heap = self._heap
+        heap.clear()
+        for seq, state in enumerate(self.states):
+            heapq.heappush(heap, (self._first_run(state), seq, state))
+        while not stopping.is_set():
+            now = self._clock.monotonic()
+            # Fire everything due, at most one pass over the heap before yielding, so many
+            # entries due at once cannot starve the loop and a bug that keeps an entry due
+            # still yields (and the simulator's busy-loop guard sees it).
+            budget = len(heap)
+            while heap and heap[0][0] <= now and budget:
+                budget -= 1
+                due, seq, state = heapq.heappop(heap)
+                if state.running:
+                    next_due = self.on_overlap(state, due)
+                else:
+                    state.running = True
+                    state.runs += 1
+                    tasks.create_task(self._run(state), name=f"entry:{state.entry.name}")
+                    next_due = self.next_run(state, due)
+                heapq.heappush(heap, (next_due, seq, state))
+            await _wait(stopping, heap[0][0] - self._clock.monotonic() if heap else None)
+
+    async def _run(self, state: EntryState) -> None:
+        entry = state.entry
+        try:
+            await self._slots.acquire()
+            try:
+                await self._runner.run(
+                    entry.job_class, [], time_limit=entry.timeout, label=entry.name
+                )
+            finally:
+                self._slots.release()
+        finally:
+            state.running = False
+
+    def __repr__(self) -> str:
+        due = f"{self._heap[0][0]:.3f}" if self._heap else "-"
+        return f"Scheduler(entries={len(self.states)}, next_due={due})"
+
+
+async def _wait(stopping: asyncio.Event, delay: float | None) -> None:
+    """Sleep `delay` seconds (None: until stopped), returning early when `stopping` is set."""
+    if delay is None:
+        await stopping.wait()
+    elif delay <= 0:
+        await asyncio.sleep(0)
+    else:
+        try:
+            async with asyncio.timeout(delay):
+                await stopping.wait()
+        except TimeoutError:
+            pass

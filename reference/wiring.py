@@ -1,0 +1,51 @@
+"""Build the real queue adapters for a worker process: SQLite store and Unix-socket doorbell.
+
+Layer 4 (composition root). The simulator builds the same `QueueWiring` from its own
+adapters (`sim/host.py`); this module is the production counterpart, and the only place
+that constructs `SqliteStore` and `UnixTransport` for a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from reference.runtime import QueueWiring
+from reference.sqlite_store import SqliteStore
+from reference.unix_transport import UnixTransport
+from reference.waker import socket_address
+
+if TYPE_CHECKING:
+    from contextlib import ExitStack
+
+    from reference.config import QueueSettings, WorkerSettings
+
+
+def queue_addresses(queue: QueueSettings, indexes: list[int]) -> dict[int, str]:
+    """Wake-up address of each queue-consuming worker index."""
+    return {i: socket_address(queue.socket_dir, i) for i in indexes}
+
+
+def prepare_store(settings: WorkerSettings) -> None:
+    """Create the database directory and schema once, before any worker starts."""
+    directory = os.path.dirname(os.path.abspath(settings.queue.db_path))
+    os.makedirs(directory, exist_ok=True)
+    SqliteStore.create_schema(settings.queue.db_path)
+
+
+def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) -> QueueWiring:
+    """Open this worker's store and transport; `stack` closes them when the worker ends."""
+    os.makedirs(os.path.dirname(os.path.abspath(settings.queue.db_path)), exist_ok=True)
+    store = SqliteStore(settings.queue.db_path, mmap=settings.queue.mmap)
+    stack.callback(store.close)
+    transport = UnixTransport()
+    stack.callback(transport.close)
+    peers = queue_addresses(settings.queue, settings.queue_workers())
+    return QueueWiring(
+        store=store,
+        transport=transport,
+        address=socket_address(settings.queue.socket_dir, index),
+        peers=peers,
+        poll_interval=settings.poll_interval,
+        lease=settings.lease,
+    )

@@ -1,0 +1,195 @@
+"""`python -m reference.worker`: the supervisor, or one worker with `--worker-index`.
+
+Layer 4 (composition root). `main(argv) -> int` parses, resolves settings, validates the
+whole schedule before any worker starts, then runs the supervisor or one worker. It keeps
+no module state: `python -m` runs this file as `__main__`, a second copy of the module.
+Exit status: 0 after a graceful stop, 2 for bad usage or configuration, 1 for a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import random
+import sys
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
+
+from reference.clock import SystemClock
+from reference.config import WorkerSettings, process_environ, resolve_worker
+from reference.counters import NullCounters
+from reference.errors import BackgroundError, ConfigError
+from reference.offload import ThreadOffload
+from reference.registry import default_registry
+from reference.runtime import Runtime, Worker
+from reference.schedule import ScheduleEntry, entries_for, load_schedule
+from reference.supervisor import (
+    Supervisor,
+    ignore_stop_signals,
+    install_stop_handlers,
+    python_argv,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from reference.counters import Counters
+
+logger = logging.getLogger("reference.worker")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(worker)s] %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reference.worker",
+        description="Run scheduled and queued jobs: a supervisor of N workers, or one worker.",
+    )
+    parser.add_argument("--schedule", help="schedule YAML file (env SCHEDULE_PATH)")
+    parser.add_argument("--workers", type=int, help="worker processes (env BACKGROUND_FORKS)")
+    parser.add_argument("--concurrency", type=int, help="jobs at once per worker (default 2)")
+    parser.add_argument("--db", help="queue SQLite file (env QUEUE_DB_PATH)")
+    parser.add_argument("--socket-dir", help="wake-up socket dir (env QUEUE_SOCKET_DIR)")
+    parser.add_argument("--metrics", help="metrics file, or 'off' (env METRICS_PATH)")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE so its Job subclasses are registered (repeatable)",
+    )
+    parser.add_argument("--worker-index", type=int, help="run only this worker (1..N)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser
+
+
+class _WorkerTag(logging.Filter):
+    """Puts the worker index (or 'supervisor') on every record, for the log format."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = self.tag
+        return True
+
+
+def configure_logging(level: str, tag: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_WorkerTag(tag))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import each `--import` module so its jobs register.
+
+    Raises:
+        ConfigError: a module cannot be imported.
+    """
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any import-time error is a configuration error here
+            raise ConfigError(f"cannot import {name!r}: {exc}", key="import") from exc
+
+
+def _counters(settings: WorkerSettings, index: int, stack: ExitStack) -> Counters:
+    if settings.metrics_path is None:
+        return NullCounters()
+    from reference.metrics import open_metrics
+
+    segment = open_metrics(settings.metrics_path, index, settings.workers)
+    stack.callback(segment.close)
+    return segment.counters
+
+
+async def serve(settings: WorkerSettings, entries: Sequence[ScheduleEntry], index: int) -> int:
+    """Run worker `index` until SIGTERM/SIGINT; return its exit status."""
+    with ExitStack() as stack:
+        runtime = Runtime(
+            clock=SystemClock(),
+            rng=random.Random(),
+            registry=default_registry,
+            offload=ThreadOffload(),
+            counters=_counters(settings, index, stack),
+        )
+        queue = None
+        if settings.serves_queue(index):
+            from reference.wiring import open_queue_wiring
+
+            queue = open_queue_wiring(settings, index, stack)
+        worker = Worker(
+            runtime,
+            index=index,
+            entries=entries_for(list(entries), index),
+            concurrency=settings.concurrency,
+            queue=queue,
+        )
+        install_stop_handlers(asyncio.get_running_loop(), worker.stop)
+        try:
+            await worker.run()
+        finally:
+            ignore_stop_signals()
+    return 0
+
+
+async def supervise(settings: WorkerSettings, argv: Sequence[str]) -> int:
+    """Run the supervisor of workers 1..N; return 0 after a graceful stop."""
+    from reference.wiring import prepare_store
+
+    prepare_store(settings)  # the schema exists before any worker opens the file
+
+    def worker_argv(index: int) -> list[str]:
+        return python_argv("reference.worker", [*argv, "--worker-index", str(index)])
+
+    supervisor = Supervisor(
+        worker_argv,
+        range(1, settings.workers + 1),
+        clock=SystemClock(),
+    )
+    install_stop_handlers(asyncio.get_running_loop(), supervisor.stop)
+    return await supervisor.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(args_list)
+    tag = "supervisor" if args.worker_index is None else f"worker {args.worker_index}"
+    configure_logging(args.log_level, tag)
+    try:
+        settings = resolve_worker(
+            schedule=args.schedule,
+            workers=args.workers,
+            concurrency=args.concurrency,
+            db=args.db,
+            socket_dir=args.socket_dir,
+            metrics=args.metrics,
+            imports=args.imports,
+            worker_index=args.worker_index,
+            environ=process_environ(),
+        )
+        import_modules(settings.imports)
+        entries: list[ScheduleEntry] = []
+        if settings.schedule_path is not None:
+            entries = load_schedule(settings.schedule_path, total_workers=settings.workers)
+        if settings.worker_index is not None:
+            return asyncio.run(serve(settings, entries, settings.worker_index))
+        return asyncio.run(supervise(settings, args_list))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BackgroundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
