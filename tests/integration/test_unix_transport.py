@@ -217,3 +217,50 @@ def test_cancelled_receive_unregisters_and_can_wait_again(
         assert "closed" in repr(listener)
 
     run(body())
+
+
+def test_bind_race_with_a_live_socket_is_in_use(
+    sockdir: str, transport: UnixTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"{sockdir}/w0.sock"
+    other = run(transport.listen(address))
+    try:
+        # Simulate losing the race: the file appears only after our existence check.
+        monkeypatch.setattr(os.path, "lexists", lambda _path: False)
+        with pytest.raises(SocketInUseError):
+            run(transport.listen(address))
+        monkeypatch.undo()
+        assert transport.try_send(address, b"\x00") is SendResult.DELIVERED
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("fchmod_works", [True, False], ids=["fchmod", "umask-fallback"])
+def test_socket_is_0600_from_the_moment_bind_creates_it(
+    sockdir: str, transport: UnixTransport, monkeypatch: pytest.MonkeyPatch, fchmod_works: bool
+) -> None:
+    def refuse(_fd: int, _mode: int) -> None:
+        raise OSError(22, "fchmod not supported on sockets here")
+
+    if not fchmod_works:
+        monkeypatch.setattr(os, "fchmod", refuse)
+    chmods: list[str] = []
+    real_chmod = os.chmod
+
+    def spy(path: str, mode: int) -> None:
+        chmods.append(oct(stat.S_IMODE(os.stat(path).st_mode)))
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(os, "chmod", spy)
+    old_umask = os.umask(0o022)
+    try:
+        listener = run(transport.listen(f"{sockdir}/w0.sock"))
+    finally:
+        os.umask(old_umask)
+    try:
+        # Already 0600 when bind() created it, before the belt-and-braces chmod ran.
+        assert chmods == ["0o600"]
+        assert stat.S_IMODE(os.stat(listener.address).st_mode) == 0o600
+        assert os.umask(old_umask) == old_umask  # the umask was restored
+    finally:
+        listener.close()
