@@ -140,7 +140,7 @@ def _reject_duplicates(root: yaml.Node, source: str) -> None:
 def _parse_entry(
     raw_name: object, body: object, total_workers: int, source: str, load_class: LoadClass
 ) -> ScheduleEntry:
-    if not isinstance(raw_name, str) or isinstance(raw_name, bool) or not raw_name:
+    if not isinstance(raw_name, str) or not raw_name:
         raise ConfigError(
             f"entry names must be non-empty strings, got {_type_name(raw_name)} {raw_name!r} "
             f"in {source} (quote it in YAML)",
