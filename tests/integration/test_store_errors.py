@@ -4,6 +4,7 @@ errors raised inside the fetch transaction (the 0.6.1 rollback fix, and its 0.6.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -15,6 +16,15 @@ from reference import sqlite_store
 from reference.errors import StoreCorruptError, StoreError, StoreLockedError
 from reference.records import JobStatus, NewJob
 from reference.sqlite_store import SqliteStore
+from sim.faults import (
+    FETCH_SITES,
+    STORE_SITES,
+    FaultKind,
+    FaultPlan,
+    Injection,
+    LockHolder,
+    open_faulty_store,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -277,4 +287,74 @@ def test_repr_names_path_and_mmap(db: str) -> None:
     store = SqliteStore(db, mmap=False)
     assert os.path.basename(db) in repr(store)
     assert "mmap=False" in repr(store)
+    store.close()
+
+
+# -- sim/faults.py: the simulator's injector drives the same rollback paths -----------------
+
+
+def test_fault_plan_every_fetch_site_rolls_back(db: str, other: sqlite3.Connection) -> None:
+    for site in FETCH_SITES:
+        plan = FaultPlan(random.Random(1), {site: 1.0})
+        store = open_faulty_store(db, plan)
+        store.enqueue(job())
+        with pytest.raises(StoreError, match=f"sim fault at {site}"):
+            store.fetch_due(1, now=T0, lease=30)
+        assert plan.injected == [Injection(site, FaultKind.ERROR, 1)]
+        assert not store._conn.in_transaction
+        assert can_write_now(other)
+        plan.quiesce()
+        assert len(store.fetch_due(1, now=T0, lease=30)) == 1
+        store.close()
+
+
+def test_fault_plan_locked_kind_surfaces_as_store_locked(db: str) -> None:
+    plan = FaultPlan(random.Random(1), {"complete": 1.0}, kinds={"complete": FaultKind.LOCKED})
+    store = open_faulty_store(db, plan)
+    job_id = store.enqueue(job())
+    (row,) = store.fetch_due(1, now=T0, lease=30)
+    with pytest.raises(StoreLockedError):
+        store.complete(job_id, attempt=row.attempts, now=T0)
+    store.close()
+
+
+def test_fault_plan_is_deterministic_and_two_level() -> None:
+    def run(seed: int) -> tuple[list[str], list[Injection]]:
+        plan = FaultPlan.swarm(random.Random(seed), max_rate=0.5, activation=0.5)
+        for _ in range(200):
+            for site in STORE_SITES:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    plan.check(site)
+        return sorted(plan.rates), plan.injected
+
+    assert run(3) == run(3)
+    active_sets = {tuple(run(seed)[0]) for seed in range(20)}
+    assert len(active_sets) > 1  # activation varies per seed
+    assert all(0 < len(s) < len(STORE_SITES) for s in active_sets)
+    rates, injected = run(3)
+    assert {i.site for i in injected} <= set(rates)  # only active sites ever fire
+
+
+def test_fault_plan_reports_injections() -> None:
+    seen: list[Injection] = []
+    plan = FaultPlan(random.Random(0), {"enqueue": 1.0, "complete": 0.0}, on_inject=seen.append)
+    assert plan.rates == {"enqueue": 1.0}
+    plan.check("complete")
+    with pytest.raises(sqlite3.OperationalError):
+        plan("enqueue")
+    assert seen == plan.injected == [Injection("enqueue", FaultKind.ERROR, 1)]
+    assert "enqueue" in repr(plan)
+
+
+def test_lock_holder_makes_a_zero_timeout_store_locked(db: str) -> None:
+    store = open_faulty_store(db, FaultPlan(random.Random(0), {}))
+    holder = LockHolder(db)
+    assert holder.acquire()
+    assert holder.held
+    with pytest.raises(StoreLockedError):
+        store.enqueue(job())
+    holder.release()
+    store.enqueue(job())
+    holder.close()
+    holder.close()
     store.close()
