@@ -57,11 +57,17 @@ def install_enqueuer(enqueuer: Enqueuer | None) -> None:
         _enqueuer.append(enqueuer)
 
 
-def _current_enqueuer() -> Enqueuer:
+def current_enqueuer() -> Enqueuer:
+    """The installed producer.
+
+    Raises:
+        NotConfiguredError: `reference.queue.configure()` has not run in this process.
+    """
     if not _enqueuer:
         raise NotConfiguredError(
             "the job queue is not configured in this process: call "
-            "reference.queue.configure(db_path, ...) or set QUEUE_DB_PATH before enqueueing"
+            "reference.queue.configure(db_path, ...) before enqueueing (with no arguments it "
+            "reads QUEUE_DB_PATH, QUEUE_SOCKET_DIR and BACKGROUND_FORKS)"
         )
     return _enqueuer[0]
 
@@ -90,7 +96,7 @@ class Job:
     @classmethod
     def perform_async(cls, *args: object, options: Mapping[str, object] | None = None) -> int:
         """Enqueue this job to run as soon as a worker is free; return its id."""
-        return _current_enqueuer().enqueue(cls, args, options=options)
+        return current_enqueuer().enqueue(cls, args, options=options)
 
     @classmethod
     def perform_in(
@@ -99,7 +105,7 @@ class Job:
         """Enqueue this job to run `delay` seconds from now; return its id."""
         if isinstance(delay, bool) or not isinstance(delay, int | float):
             raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
-        return _current_enqueuer().enqueue(cls, args, options=options, delay=float(delay))
+        return current_enqueuer().enqueue(cls, args, options=options, delay=float(delay))
 
     @classmethod
     def perform_at(
@@ -115,7 +121,7 @@ class Job:
             run_at = float(when)
         else:
             raise TypeError(f"when must be a datetime or epoch seconds, not {type(when).__name__}")
-        return _current_enqueuer().enqueue(cls, args, options=options, run_at=run_at)
+        return current_enqueuer().enqueue(cls, args, options=options, run_at=run_at)
 
     @classmethod
     def perform_now(cls, *args: Any) -> Awaitable[None] | None:

@@ -135,16 +135,18 @@ class _VirtualSelector(selectors.BaseSelector):
             elif timeout is None:
                 raise SimulationStalled(loop._describe_stall())
             else:
-                jump = round(timeout * _NS_PER_S)
-                # A sub-nanosecond timeout means the head timer is already within the
-                # clock resolution and fires this iteration without a jump.
-                if jump > 0:
-                    now_ns = loop._now_ns + jump
-                    loop._now_ns = now_ns
-                    loop._now = now_ns / _NS_PER_S
-                    self.advances += 1
-                    self.steps_here = 1
-                    return events
+                # A sub-nanosecond timeout still moves time by one nanosecond, as a real
+                # clock would have moved by the next read. Without that, a caller woken a
+                # hair before its deadline (asyncio fires timers up to the clock resolution
+                # early) reads the same time again, sleeps the same tiny remainder, and
+                # spins at one instant forever; a real loop would only waste one iteration.
+                jump = round(timeout * _NS_PER_S) or 1
+                now_ns = loop._now_ns + jump
+                loop._now_ns = now_ns
+                loop._now = now_ns / _NS_PER_S
+                self.advances += 1
+                self.steps_here = 1
+                return events
         steps = self.steps_here + 1
         self.steps_here = steps
         if steps > self.max_steps:
@@ -231,6 +233,11 @@ class SimEventLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         """Return the virtual time in seconds (0.0 at construction)."""
         return self._now
+
+    @property
+    def now_ns(self) -> int:
+        """Return the virtual time in integer nanoseconds (exact; for traces)."""
+        return self._now_ns
 
     @property
     def stats(self) -> LoopStats:

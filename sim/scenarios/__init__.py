@@ -1,0 +1,20 @@
+"""The scenario catalog: an explicit list, no discovery magic."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sim.scenarios import cron_overlap
+
+if TYPE_CHECKING:
+    from sim.scenario import Scenario
+
+CATALOG: tuple[Scenario, ...] = (cron_overlap.SCENARIO,)
+
+
+def by_name(name: str) -> Scenario:
+    for scenario in CATALOG:
+        if scenario.name == name:
+            return scenario
+    known = ", ".join(s.name for s in CATALOG)
+    raise KeyError(f"unknown scenario {name!r}; known: {known}")

@@ -1,0 +1,156 @@
+"""`Host`: one simulated worker process, built from the reference runtime and sim adapters.
+
+A host constructs exactly what `reference.worker.serve` constructs (`Runtime`, `Worker`,
+`QueueWiring`) but from the world's clock, a seeded RNG, the in-memory fabric, an inline
+offload, counters over a bytearray and its own connection to the world's real SQLite
+file. `crash()` kills it like SIGKILL (no job settles, its socket file stays, its database
+connection closes); `restart()` brings the same index back, as the supervisor would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from reference.counters import SEGMENT_SIZE, BufferCounters
+from reference.registry import default_registry
+from reference.runtime import QueueWiring, Runtime, Worker
+from reference.waker import socket_address
+from sim.offload import InlineOffload
+from sim.trace import HostObserver
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from reference.schedule import ScheduleEntry
+    from reference.store import Store
+    from sim.world import World
+
+SOCKET_DIR = "/sim/sockets"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """How hosts reach the queue: a store factory (one connection per host) and peers."""
+
+    open_store: Callable[[int], Store]
+    peers: tuple[int, ...]
+    poll_interval: float = 5.0
+    lease: float = 60.0
+    addresses: dict[int, str] = field(default_factory=dict)
+
+    def address(self, index: int) -> str:
+        return self.addresses.get(index) or socket_address(SOCKET_DIR, index)
+
+
+class Host:
+    """One worker 'process' in the world; `start`, `stop`, `crash`, `restart`."""
+
+    def __init__(
+        self,
+        world: World,
+        index: int,
+        *,
+        entries: Sequence[ScheduleEntry] = (),
+        concurrency: int = 2,
+        queue: QueueSpec | None = None,
+    ) -> None:
+        self.world = world
+        self.index = index
+        self.entries = tuple(entries)
+        self.concurrency = concurrency
+        self.queue = queue
+        self.counters = BufferCounters(bytearray(SEGMENT_SIZE), 0, index)
+        self.offload = InlineOffload()
+        self.worker: Worker | None = None
+        self.store: Store | None = None
+        self.incarnation = 0
+        self._task: asyncio.Task[None] | None = None
+        world.hosts.append(self)
+
+    @property
+    def address(self) -> str | None:
+        return None if self.queue is None else self.queue.address(self.index)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Boot the worker: a fresh runtime, store connection and doorbell."""
+        if self.alive:
+            raise RuntimeError(f"host {self.index} is already running")
+        self.incarnation += 1
+        world = self.world
+        runtime = Runtime(
+            clock=world.clock,
+            rng=world.child_rng(f"host{self.index}.{self.incarnation}"),
+            registry=default_registry,
+            offload=self.offload,
+            counters=self.counters,
+            observer=HostObserver(world.trace, self.index),
+        )
+        wiring = None
+        if self.queue is not None:
+            self.store = self.queue.open_store(self.index)
+            wiring = QueueWiring(
+                store=self.store,
+                transport=world.fabric,
+                address=self.queue.address(self.index),
+                peers={i: self.queue.address(i) for i in self.queue.peers},
+                poll_interval=self.queue.poll_interval,
+                lease=self.queue.lease,
+            )
+        self.worker = Worker(
+            runtime,
+            index=self.index,
+            entries=self.entries,
+            concurrency=self.concurrency,
+            queue=wiring,
+        )
+        world.emit("host_start", host=self.index, incarnation=self.incarnation)
+        self._task = world.loop.create_task(self.worker.run(), name=f"host{self.index}")
+
+    async def stop(self) -> None:
+        """Stop gracefully (SIGTERM): running jobs finish, then the host is down."""
+        if self.worker is not None:
+            self.worker.stop()
+        if self._task is not None:
+            await self._task
+        self._close_store()
+        self.world.emit("host_stopped", host=self.index)
+
+    async def crash(self) -> None:
+        """Kill the host at once (SIGKILL): nothing settles, the socket file stays."""
+        if not self.alive:
+            return
+        address = self.address
+        if address is not None and self.world.fabric.listener(address) is not None:
+            self.world.fabric.crash(address)
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._close_store()
+        self.world.emit("host_crash", host=self.index)
+
+    async def restart(self) -> None:
+        """Crash if running, then start again under the same index."""
+        await self.crash()
+        self.start()
+
+    def _close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._close_store()
+
+    def __repr__(self) -> str:
+        state = "up" if self.alive else "down"
+        return f"Host(index={self.index}, {state}, incarnation={self.incarnation})"

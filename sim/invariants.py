@@ -1,0 +1,91 @@
+"""Checkers over the trace: reusable invariants that scenarios compose.
+
+Each returns a `Check`. They read only the trace (and counters the scenario passes in),
+never runtime internals, so a mutant cannot hide from them by changing an attribute.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from reference.records import LogEvent
+from sim.scenario import Check
+
+if TYPE_CHECKING:
+    from sim.trace import Trace
+    from sim.world import World
+
+NS = 1_000_000_000
+_ENDS = (LogEvent.JOB_SUCCEEDED.value, LogEvent.JOB_FAILED.value, LogEvent.JOB_TIMED_OUT.value)
+
+
+def runs_by_label(trace: Trace) -> dict[str, list[tuple[int, int]]]:
+    """(start_ns, end_ns) of every finished run, per runner label (entry name or job)."""
+    open_runs: dict[tuple[int, str], list[int]] = defaultdict(list)
+    runs: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for r in trace.records:
+        if r.event == LogEvent.JOB_STARTED.value:
+            open_runs[(r.host, str(r.get("label")))].append(r.ns)
+        elif r.event in _ENDS:
+            key = (r.host, str(r.get("label")))
+            if open_runs[key]:
+                runs[key[1]].append((open_runs[key].pop(0), r.ns))
+    return runs
+
+
+def no_self_overlap(trace: Trace, labels: set[str] | None = None) -> Check:
+    """No schedule entry ever runs twice at once (across all hosts)."""
+    depth: dict[str, int] = defaultdict(int)
+    for r in trace.records:
+        label = str(r.get("label"))
+        if labels is not None and label not in labels:
+            continue
+        if r.event == LogEvent.JOB_STARTED.value:
+            depth[label] += 1
+            if depth[label] > 1:
+                return Check(
+                    "entry never overlaps itself",
+                    False,
+                    f"{label} started at {r.ns / NS:.3f}s while already running",
+                )
+        elif r.event in _ENDS:
+            depth[label] -= 1
+    return Check("entry never overlaps itself", True)
+
+
+def skip_spacing(trace: Trace, period: dict[str, float], slack: float = 0.1) -> Check:
+    """Two skips of one entry are never closer than its period (the 0.6.0 busy loop)."""
+    last: dict[str, int] = {}
+    worst: tuple[float, str] | None = None
+    for r in trace.of(LogEvent.JOB_SKIPPED.value):
+        entry = str(r.get("entry"))
+        if entry in last:
+            gap = (r.ns - last[entry]) / NS
+            limit = period.get(entry, 0.0) - slack
+            if gap < limit and (worst is None or gap < worst[0]):
+                worst = (gap, entry)
+        last[entry] = r.ns
+    if worst is not None:
+        return Check(
+            "skips spaced by at least the period",
+            False,
+            f"{worst[1]} skipped twice {worst[0]:.3f}s apart",
+        )
+    return Check("skips spaced by at least the period", True)
+
+
+def bounded_steps(world: World, limit: int) -> Check:
+    """The loop never ran more than `limit` steps at one virtual instant (no busy loop)."""
+    steps = world.loop.stats.max_steps_at_one_instant
+    return Check(
+        f"at most {limit} loop steps per instant", steps <= limit, f"max {steps} at one instant"
+    )
+
+
+def approx(name: str, actual: int, expected: int, tolerance: int) -> Check:
+    return Check(
+        f"{name} = {expected} ± {tolerance}",
+        abs(actual - expected) <= tolerance,
+        f"got {actual}",
+    )

@@ -1,0 +1,103 @@
+"""`Scenario`, `Check`, `Outcome` and `run_scenario`: one seeded run, checked.
+
+A scenario drives a `World` (its `main`) and then judges it (its `checks`). A run that
+raises out of the loop (`BusyLoopDetected`, `SimulationStalled`, a runtime bug) is itself
+a violation, and the checks still run on what the trace holds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sim.loop import BusyLoopDetected, SimulationStalled
+from sim.world import World
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One invariant's verdict on one run."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named, seeded simulation with its invariants."""
+
+    name: str
+    summary: str
+    seeds: tuple[int, ...]
+    main: Callable[[World], Awaitable[None]]
+    checks: Callable[[World], list[Check]]
+    make_world: Callable[[int], World] = World
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one run: timings, size, verdicts and the trace digest."""
+
+    scenario: str
+    seed: int
+    virtual_seconds: float
+    wall_seconds: float
+    events: int
+    checks: tuple[Check, ...]
+    error: str | None
+    digest: str
+    trace: tuple[str, ...] = field(default=())
+
+    @property
+    def violations(self) -> list[Check]:
+        bad = [c for c in self.checks if not c.ok]
+        if self.error is not None:
+            bad.insert(0, Check("run completes", False, self.error))
+        return bad
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def ratio(self) -> float:
+        return self.virtual_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def replay_command(self) -> str:
+        return f"python -m sim run {self.scenario} --seed {self.seed} --trace"
+
+
+def run_scenario(scenario: Scenario, seed: int, *, keep_trace: bool = False) -> Outcome:
+    """Run `scenario` on `seed` and check it; the same seed gives the same trace."""
+    world = scenario.make_world(seed)
+    error: str | None = None
+    started = time.perf_counter()
+    try:
+        try:
+            world.run(scenario.main)
+        except BusyLoopDetected as exc:
+            error = f"busy loop: {exc}"
+        except SimulationStalled as exc:
+            error = f"stalled: {exc}"
+        except Exception as exc:  # a runtime bug surfacing from the run is a violation
+            error = f"{type(exc).__name__}: {exc}"
+        wall = time.perf_counter() - started
+        checks = tuple(scenario.checks(world))
+        return Outcome(
+            scenario=scenario.name,
+            seed=seed,
+            virtual_seconds=world.now(),
+            wall_seconds=wall,
+            events=len(world.trace),
+            checks=checks,
+            error=error,
+            digest=world.trace.digest(),
+            trace=tuple(world.trace.lines()) if keep_trace else (),
+        )
+    finally:
+        world.close()
