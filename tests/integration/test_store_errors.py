@@ -8,6 +8,8 @@ import contextlib
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -357,4 +359,41 @@ def test_lock_holder_makes_a_zero_timeout_store_locked(db: str) -> None:
     store.enqueue(job())
     holder.close()
     holder.close()
+    store.close()
+
+
+_CLAIMER = """
+import sys
+from reference.sqlite_store import SqliteStore
+store = SqliteStore(sys.argv[1])
+worker = int(sys.argv[2])
+claimed = []
+while rows := store.fetch_due(worker, now=2e9, lease=30, limit=int(sys.argv[3])):
+    for row in rows:
+        assert store.complete(row.id, attempt=row.attempts, now=2e9)
+        claimed.append(row.id)
+store.close()
+print(" ".join(map(str, claimed)))
+"""
+
+
+def test_concurrent_processes_never_claim_the_same_job(db: str) -> None:
+    store = SqliteStore(db)
+    expected = set(store.enqueue_many([job(run_at=T0 + i % 13) for i in range(3000)]))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, db, str(worker), str(worker)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for worker in (1, 2, 3)
+    ]
+    claims: list[int] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        claims += [int(x) for x in out.split()]
+    assert len(claims) == len(set(claims))
+    assert set(claims) == expected
+    assert store.stats().done == 3000
     store.close()
