@@ -124,8 +124,10 @@ _LOCKED_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
-def _default_connect(path: str) -> sqlite3.Connection:
-    return sqlite3.connect(path, isolation_level=None, cached_statements=64)
+def _default_connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    return sqlite3.connect(
+        path, isolation_level=None, cached_statements=64, check_same_thread=check_same_thread
+    )
 
 
 def _rollback_open_transaction(conn: sqlite3.Connection) -> None:
@@ -152,6 +154,8 @@ class SqliteStore:
             fetch UPDATE, "fetch.before_commit", "enqueue", "complete", "fail"); whatever it
             raises aborts the operation. None in production, which then runs plain SQL.
         create: when False, refuse a missing file instead of creating an empty database.
+        check_same_thread: False lets other threads use the connection; the caller must
+            then serialise calls (the producer does, for sync jobs that enqueue).
 
     Raises:
         StoreError: missing directory or file; StoreCorruptError: not a SQLite database.
@@ -166,6 +170,7 @@ class SqliteStore:
         connect: Callable[[str], sqlite3.Connection] | None = None,
         fault_hook: Callable[[str], None] | None = None,
         create: bool = True,
+        check_same_thread: bool = True,
     ) -> None:
         self._path = os.fspath(path)
         self._mmap = mmap
@@ -185,7 +190,10 @@ class SqliteStore:
             fault=" AND fault_point('fetch.statement')" if fault_hook else ""
         )
         try:
-            self._conn = (connect or _default_connect)(self._path)
+            if connect is not None:
+                self._conn = connect(self._path)
+            else:
+                self._conn = _default_connect(self._path, check_same_thread=check_same_thread)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         try:
