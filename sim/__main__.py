@@ -40,7 +40,7 @@ def _run(name: str, seed: int, trace: bool) -> int:
     if trace:
         for line in outcome.trace:
             print(line)
-    print(outcome_summary(outcome))
+    print(outcome_summary(outcome), flush=True)
     print(timing_line(outcome), file=sys.stderr)
     if not outcome.ok:
         print(f"  replay: {outcome.replay_command()}")

@@ -52,6 +52,11 @@ def _skip_without_reschedule(self: Scheduler, state: EntryState, due: float) -> 
     return due
 
 
+def _no_rollback(conn: object) -> None:
+    # 0.6.0: an error inside the fetch transaction leaves it open.
+    return None
+
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="overlap_skip_no_reschedule",
@@ -59,5 +64,12 @@ MUTANTS: tuple[Mutant, ...] = (
         restores="0.6.0: an overlapping entry is re-pushed without rescheduling (busy loop)",
         caught_by=("cron_overlap_skip",),
         replacement=_skip_without_reschedule,
+    ),
+    Mutant(
+        name="fetch_error_no_rollback",
+        target="reference.sqlite_store:_rollback_open_transaction",
+        restores="0.6.0: an error inside fetch's BEGIN IMMEDIATE is not rolled back",
+        caught_by=("fetch_error_rollback",),
+        replacement=_no_rollback,
     ),
 )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim.scenarios import cron_overlap
+from sim.scenarios import cron_overlap, fetch_rollback
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
 
-CATALOG: tuple[Scenario, ...] = (cron_overlap.SCENARIO,)
+CATALOG: tuple[Scenario, ...] = (cron_overlap.SCENARIO, fetch_rollback.SCENARIO)
 
 
 def by_name(name: str) -> Scenario:

@@ -1,0 +1,157 @@
+"""`fetch_error_rollback`: the 0.6.1 regression of the 0.6.0 fetch that never rolled back.
+
+Two workers consume a real SQLite file through connections that raise
+`sqlite3.OperationalError` inside fetch's transaction at seeded points (after BEGIN, inside
+the UPDATE statement, before and at COMMIT), while a producer enqueues 150 jobs over half
+an hour of virtual time; then faults stop and the queue must drain. Without the rollback a
+faulted connection stays inside BEGIN IMMEDIATE: its next fetch fails with "cannot start a
+transaction within a transaction" and the other worker finds the database locked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from reference import Job
+from reference.producer import Producer
+from reference.records import LogEvent
+from reference.sqlite_store import SqliteStore
+from reference.waker import Waker
+from sim.faults import FETCH_SITES, FaultPlan, faulty_store_factory
+from sim.host import Host, QueueSpec
+from sim.scenario import Check, Scenario
+from sim.trace import HostObserver
+
+if TYPE_CHECKING:
+    from sim.faults import Injection
+    from sim.world import World
+
+JOBS = 150
+WORKERS = 2
+PRODUCE_FOR = 1800.0
+DRAIN_DEADLINE = 3 * 3600.0
+FAULT_RATE = 0.12
+
+
+class RollbackWork(Job):
+    """Sleeps a given virtual time, or fails every time (to exercise the retry path)."""
+
+    options = {"retry": 2, "retry_delay": 5, "backoff": "fixed", "timeout": 120}
+
+    async def perform(self, seconds: float, fail: bool) -> None:
+        await asyncio.sleep(seconds)
+        if fail:
+            raise RuntimeError("this job always fails")
+
+
+def db_path(world: World) -> str:
+    return f"{world.tmpdir}/queue.db"
+
+
+async def main(world: World) -> None:
+    path = db_path(world)
+    SqliteStore.create_schema(path)  # as the supervisor does, before any worker starts
+
+    def traced(injection: Injection) -> None:
+        world.emit("fault_injected", site=injection.site, call=injection.call)
+
+    plan = FaultPlan(
+        world.child_rng("store-faults"),
+        dict.fromkeys(FETCH_SITES, FAULT_RATE),
+        on_inject=traced,
+    )
+    world.faults = plan  # type: ignore[attr-defined]  # read back by the checks
+    spec = QueueSpec(
+        open_store=faulty_store_factory(path, plan), peers=tuple(range(1, WORKERS + 1))
+    )
+    hosts = [Host(world, i, concurrency=2, queue=spec) for i in range(1, WORKERS + 1)]
+    for host in hosts:
+        host.start()
+    producer_store = SqliteStore(path, busy_timeout_ms=0)
+    producer = Producer(
+        producer_store,
+        clock=world.clock,
+        waker=Waker(
+            world.fabric, {i: spec.address(i) for i in spec.peers}, world.child_rng("producer")
+        ),
+        observer=HostObserver(world.trace, 0),
+    )
+    rng = world.child_rng("workload")
+    try:
+        for _ in range(JOBS):
+            await asyncio.sleep(rng.expovariate(JOBS / PRODUCE_FOR))
+            producer.enqueue(
+                RollbackWork, (round(rng.uniform(0, 20), 3), rng.random() < 0.1), options=None
+            )
+        plan.quiesce()
+        world.emit("faults_quiesced")
+        waited = 0.0
+        while waited < DRAIN_DEADLINE:
+            stats = producer_store.stats()
+            if stats.pending == 0 and stats.running == 0:
+                break
+            await asyncio.sleep(10)
+            waited += 10
+        world.emit("drain_wait_over", waited=waited)
+    finally:
+        producer_store.close()
+        for host in hosts:
+            await host.stop()
+
+
+def _final_rows(world: World) -> list[tuple[int, str, int]]:
+    conn = sqlite3.connect(db_path(world))
+    try:
+        return conn.execute("SELECT id, status, attempts FROM jobs ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def checks(world: World) -> list[Check]:
+    trace = world.trace
+    plan: FaultPlan | None = getattr(world, "faults", None)
+    injected = len(plan.injected) if plan is not None else 0
+    fetch_errors = sum(1 for r in trace.of(LogEvent.STORE_ERROR.value) if r.get("op") == "fetch")
+    enqueued = {int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_ENQUEUED.value)}
+    completed = Counter(int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_COMPLETED.value))
+    dead = Counter(int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_DEAD.value))
+    rows = _final_rows(world) if world._tmp is not None else []
+    status = {job_id: st for job_id, st, _ in rows}
+    attempts = {job_id: n for job_id, _, n in rows}
+    lost = sorted(i for i in enqueued if status.get(i) not in ("done", "failed"))
+    twice = sorted(i for i, n in completed.items() if n > 1)
+    bad_failed = sorted(
+        i for i in enqueued if status.get(i) == "failed" and (attempts.get(i) != 3 or dead[i] != 1)
+    )
+    done_mismatch = sorted(i for i in enqueued if status.get(i) == "done" and completed[i] != 1)
+    running = sorted(i for i, st in status.items() if st == "running")
+    return [
+        Check(
+            "faults were injected inside fetch",
+            injected > 0,
+            f"{injected} injected",
+        ),
+        Check(
+            "every failed fetch was an injected fault (the next fetch works)",
+            fetch_errors == injected,
+            f"{fetch_errors} fetch errors, {injected} injected",
+        ),
+        Check("all jobs enqueued", len(enqueued) == JOBS, f"{len(enqueued)} enqueued"),
+        Check("no job lost (each ends done or failed)", not lost, f"lost: {lost[:10]}"),
+        Check("no job completed twice", not twice, f"twice: {twice[:10]}"),
+        Check("done jobs completed exactly once", not done_mismatch, f"{done_mismatch[:10]}"),
+        Check("failed jobs ran all 3 attempts", not bad_failed, f"{bad_failed[:10]}"),
+        Check("nothing left running", not running, f"running: {running[:10]}"),
+    ]
+
+
+SCENARIO = Scenario(
+    name="fetch_error_rollback",
+    summary="SQLite errors inside fetch's transaction: roll back, keep serving, lose nothing",
+    seeds=(1, 2, 3, 4, 5),
+    main=main,
+    checks=checks,
+)
