@@ -149,7 +149,12 @@ class Producer:
         except Exception:  # a bug in a transport must not fail an enqueue that committed
             logger.exception("wake-up failed", extra={"event": LogEvent.WAKE_ERROR})
             return
-        self._observer.emit(LogEvent.WAKE_SENT, woken=report.woken, attempts=len(report.attempts))
+        self._observer.emit(
+            LogEvent.WAKE_SENT,
+            woken=report.woken,
+            attempts=len(report.attempts),
+            path=" ".join(f"{index}:{result.value}" for index, result in report.attempts),
+        )
 
     def __repr__(self) -> str:
         return f"Producer(store={self._store!r}, waker={self._waker!r})"
