@@ -8,6 +8,7 @@ keys raise `ValueError`, wrong types `TypeError`, at enqueue.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -87,7 +88,12 @@ class JobOptions:
 def _number(key: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise OptionTypeError(f"option {key!r} must be a number, not {type(value).__name__}")
-    return float(value)
+    number = float(value)
+    # NaN slips past every range check below (all comparisons are False), and neither NaN
+    # nor infinity is JSON, which is how options are stored.
+    if not math.isfinite(number):
+        raise InvalidOptionError(f"option {key!r} must be a finite number, not {number!r}")
+    return number
 
 
 def _validate(raw: Mapping[str, object]) -> dict[str, Any]:
