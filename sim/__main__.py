@@ -48,27 +48,27 @@ def _run(name: str, seed: int, trace: bool) -> int:
 
 
 def _mutants() -> int:
+    """Apply each mutant, run its scenarios on every default seed, report the catches."""
     rows = []
     caught_count = 0
     for mutant in MUTANTS:
-        caught_by = ""
+        seeds = caught = 0
+        first = ""
         with mutant.applied():
             for name in mutant.caught_by:
                 scenario = by_name(name)
                 for seed in scenario.seeds:
                     outcome = run_scenario(scenario, seed)
+                    seeds += 1
                     if not outcome.ok:
-                        first = outcome.violations[0]
-                        detail = shorten(first.detail, 60)
-                        caught_by = f"{name} seed {seed}: {first.name} ({detail})"
-                        break
-                if caught_by:
-                    break
-        caught_count += bool(caught_by)
-        rows.append(
-            [mutant.name, "caught" if caught_by else "MISSED", caught_by or mutant.restores]
-        )
-    print(table(rows, ["mutant", "result", "caught by"]))
+                        caught += 1
+                        if not first:
+                            v = outcome.violations[0]
+                            first = f"{name}: {v.name} ({shorten(v.detail, 50)})"
+        caught_count += bool(caught)
+        result = f"caught {caught}/{seeds} seeds" if caught else "MISSED"
+        rows.append([mutant.name, result, first or mutant.restores])
+    print(table(rows, ["mutant", "result", "first violation"]))
     print(f"\nmutation score: {caught_count}/{len(MUTANTS)} caught")
     return 0 if caught_count == len(MUTANTS) else 1
 

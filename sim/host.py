@@ -126,13 +126,14 @@ class Host:
         """Kill the host at once (SIGKILL): nothing settles, the socket file stays."""
         if not self.alive:
             return
-        address = self.address
-        if address is not None and self.world.fabric.listener(address) is not None:
-            self.world.fabric.crash(address)
         assert self._task is not None
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        # A killed process never unlinks its socket: leave a stale file (sends REFUSED).
+        address = self.address
+        if address is not None:
+            self.world.fabric.plant_stale(address)
         self._close_store()
         self.world.emit("host_crash", host=self.index)
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reference.records import LogEvent
+from reference.waker import WakeReport, encode_hops
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from reference.scheduler import EntryState, Scheduler
+    from reference.waker import Waker
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,35 @@ def _no_rollback(conn: object) -> None:
     return None
 
 
+def _notify_every_worker(self: Waker) -> WakeReport:
+    # 0.6.0: every enqueue woke every worker (N syscalls, N racing fetches).
+    n = len(self.indices)
+    payload = encode_hops(n - 1)
+    attempts = []
+    woken = None
+    for index in self.indices:
+        result = self._transport.try_send(self._addresses[index], payload)
+        attempts.append((index, result))
+        if result.woke and woken is None:
+            woken = index
+    return WakeReport(tuple(attempts), woken)
+
+
+def _no_fallback(self: Waker) -> WakeReport:
+    # A notifier that tries its random first choice only.
+    n = len(self.indices)
+    if n == 0:
+        return WakeReport((), None)
+    index = self.indices[self._rng.randrange(n)]
+    result = self._transport.try_send(self._addresses[index], encode_hops(n - 1))
+    return WakeReport(((index, result),), index if result.woke else None)
+
+
+def _busy_keeps_wakeup(self: Waker, from_index: int, hops_left: int) -> WakeReport:
+    # The gem: a woken worker with no free slot keeps the wake-up; idle peers sleep on.
+    return WakeReport((), None)
+
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="overlap_skip_no_reschedule",
@@ -71,5 +102,26 @@ MUTANTS: tuple[Mutant, ...] = (
         restores="0.6.0: an error inside fetch's BEGIN IMMEDIATE is not rolled back",
         caught_by=("fetch_error_rollback",),
         replacement=_no_rollback,
+    ),
+    Mutant(
+        name="notify_every_worker",
+        target="reference.waker:Waker.wake_one",
+        restores="0.6.0: an enqueue wakes every worker instead of one",
+        caught_by=("notifier_ring_fallback",),
+        replacement=_notify_every_worker,
+    ),
+    Mutant(
+        name="notifier_without_fallback",
+        target="reference.waker:Waker.wake_one",
+        restores="the notifier tries its first choice only, dead or not",
+        caught_by=("notifier_ring_fallback",),
+        replacement=_no_fallback,
+    ),
+    Mutant(
+        name="busy_worker_keeps_wakeup",
+        target="reference.waker:Waker.pass_on",
+        restores="the gem: a busy woken worker does not hand the wake-up on",
+        caught_by=("notifier_ring_fallback",),
+        replacement=_busy_keeps_wakeup,
     ),
 )

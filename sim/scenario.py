@@ -72,6 +72,13 @@ class Outcome:
         return f"python -m sim run {self.scenario} --seed {self.seed} --trace"
 
 
+def describe(exc: BaseException) -> str:
+    """`Type: message`, with the leaves of an exception group spelled out."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_scenario(scenario: Scenario, seed: int, *, keep_trace: bool = False) -> Outcome:
     """Run `scenario` on `seed` and check it; the same seed gives the same trace."""
     world = scenario.make_world(seed)
@@ -85,7 +92,7 @@ def run_scenario(scenario: Scenario, seed: int, *, keep_trace: bool = False) -> 
         except SimulationStalled as exc:
             error = f"stalled: {exc}"
         except Exception as exc:  # a runtime bug surfacing from the run is a violation
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc)
         wall = time.perf_counter() - started
         checks = tuple(scenario.checks(world))
         return Outcome(

@@ -113,12 +113,14 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
 @contextmanager
 def _quiet_runtime_logs() -> Iterator[None]:
     """Keep the runtime's log lines (people's channel) off the terminal during a run."""
-    log = logging.getLogger("reference")
-    saved = (log.level, log.propagate)
-    log.setLevel(logging.CRITICAL + 1)
-    log.propagate = False
+    logs = [logging.getLogger(name) for name in ("reference", "sim")]
+    saved = [(log.level, log.propagate) for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL + 1)
+        log.propagate = False
     try:
         yield
     finally:
-        log.setLevel(saved[0])
-        log.propagate = saved[1]
+        for log, (level, propagate) in zip(logs, saved, strict=True):
+            log.setLevel(level)
+            log.propagate = propagate

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim.scenarios import cron_overlap, fetch_rollback
+from sim.scenarios import cron_overlap, fetch_rollback, ring_fallback
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
 
-CATALOG: tuple[Scenario, ...] = (cron_overlap.SCENARIO, fetch_rollback.SCENARIO)
+CATALOG: tuple[Scenario, ...] = (
+    cron_overlap.SCENARIO,
+    fetch_rollback.SCENARIO,
+    ring_fallback.SCENARIO,
+)
 
 
 def by_name(name: str) -> Scenario:
