@@ -8,6 +8,7 @@ downward) and enqueueing before configuration raises `NotConfiguredError`.
 
 from __future__ import annotations
 
+import math
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -72,6 +73,14 @@ def current_enqueuer() -> Enqueuer:
     return _enqueuer[0]
 
 
+def _finite(name: str, value: float) -> float:
+    # NaN would reach SQLite as NULL (a confusing constraint error); an infinite time would
+    # park the job forever (or run it at once for -inf) without anyone noticing.
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
+    return value
+
+
 class Job:
     """Base class of scheduled and queued jobs.
 
@@ -105,7 +114,9 @@ class Job:
         """Enqueue this job to run `delay` seconds from now; return its id."""
         if isinstance(delay, bool) or not isinstance(delay, int | float):
             raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
-        return current_enqueuer().enqueue(cls, args, options=options, delay=float(delay))
+        return current_enqueuer().enqueue(
+            cls, args, options=options, delay=_finite("delay", float(delay))
+        )
 
     @classmethod
     def perform_at(
@@ -118,7 +129,7 @@ class Job:
         if isinstance(when, datetime):
             run_at = when.timestamp()
         elif isinstance(when, int | float) and not isinstance(when, bool):
-            run_at = float(when)
+            run_at = _finite("when", float(when))
         else:
             raise TypeError(f"when must be a datetime or epoch seconds, not {type(when).__name__}")
         return current_enqueuer().enqueue(cls, args, options=options, run_at=run_at)
