@@ -7,11 +7,13 @@ as arguments; nothing reads the environment later (STYLE 4.7). Invalid values ra
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL
 from reference.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,10 +21,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONCURRENCY = 2
 DEFAULT_WORKERS = 1
-POLL_INTERVAL = 5.0
-# A running job's lease: renewed every LEASE / 3 while it runs, so a worker must miss two
-# renewals in a row (a crash, a frozen process) before another worker re-queues its job.
-DEFAULT_LEASE = 60.0
 DEFAULT_DB_PATH = os.path.join("tmp", "queue.db")
 DEFAULT_SOCKET_DIR = os.path.join("tmp", "sockets")
 METRICS_OFF = frozenset({"", "off", "none", "0"})
@@ -87,8 +85,10 @@ def _positive_float(key: str, raw: str | float) -> float:
         value = float(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"must be a number, not {raw!r}", key=key) from None
-    if not value > 0:
-        raise ConfigError(f"must be > 0, not {value}", key=key)
+    # "inf" parses as a float, but an endless poll or lease switches off the safety nets
+    # (SPEC: a lost wake-up delays a job by at most one poll; expired leases are re-queued).
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"must be a finite number > 0, not {value}", key=key)
     return value
 
 
