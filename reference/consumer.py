@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reference.counters import Outcome
@@ -21,8 +22,15 @@ from reference.runner import describe_error
 from reference.waker import Doorbell, Waker
 
 if TYPE_CHECKING:
+    import random
+
+    from reference.clock import Clock
+    from reference.observe import Observer
     from reference.records import JobRow
-    from reference.runtime import QueueWiring, Worker
+    from reference.registry import Registry
+    from reference.runner import Runner, Slots
+    from reference.store import Store
+    from reference.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +41,48 @@ PURGE_OLDER_THAN = 3600.0
 # left to its lease: a lost completion means a duplicate run, so it is worth a few tries.
 SETTLE_TRIES = 5
 STORE_BACKOFF_MIN = 0.05
+POLL_INTERVAL = 5.0
+# A running job's lease: renewed every LEASE / 3 while it runs, so a worker must miss two
+# renewals in a row (a crash, a frozen process) before another worker re-queues its job.
+DEFAULT_LEASE = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueWiring:
+    """What a queue-consuming worker needs: store, transport, its address and its peers."""
+
+    store: Store
+    transport: Transport
+    address: str  # this worker's wake-up address
+    peers: dict[int, str] = field(default_factory=dict)  # queue worker index -> address
+    poll_interval: float = POLL_INTERVAL
+    lease: float = DEFAULT_LEASE
 
 
 class Consumer:
     """Consumes the queue for one worker; owned by `Worker.run`'s task group."""
 
-    def __init__(self, worker: Worker, wiring: QueueWiring) -> None:
-        self._worker = worker
+    def __init__(
+        self,
+        wiring: QueueWiring,
+        *,
+        index: int,
+        clock: Clock,
+        rng: random.Random,
+        registry: Registry,
+        observer: Observer,
+        slots: Slots,
+        runner: Runner,
+    ) -> None:
         self._wiring = wiring
         self._store = wiring.store
-        self._clock = worker.runtime.clock
-        self._rng = worker.runtime.rng
-        self._registry = worker.runtime.registry
-        self._observer = worker.runtime.observer
-        self._index = worker.index
-        self._slots = worker.slots
+        self._clock = clock
+        self._rng = rng
+        self._registry = registry
+        self._observer = observer
+        self._index = index
+        self._slots = slots
+        self._runner = runner
         self._wake = asyncio.Event()
         self._running: dict[int, int] = {}  # job id -> claimed attempt
         self._waker = Waker(wiring.transport, wiring.peers, self._rng)
@@ -185,9 +220,7 @@ class Consumer:
             # Not runnable in this process, now or on a retry: fail it for good, clearly.
             await self._settle_failure(row, describe_error(exc), retry_at=None, label=label)
             return
-        result = await self._worker.runner.run(
-            job_cls, args, time_limit=options.timeout, label=label
-        )
+        result = await self._runner.run(job_cls, args, time_limit=options.timeout, label=label)
         if result.outcome is Outcome.SUCCESS:
             await self._settle(row, label, None, None)
             return

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reference.config import DEFAULT_CONCURRENCY, DEFAULT_LEASE, POLL_INTERVAL
-from reference.consumer import Consumer
+from reference.config import DEFAULT_CONCURRENCY
+from reference.consumer import Consumer, QueueWiring
 from reference.observe import NULL_OBSERVER
 from reference.records import LogEvent
 from reference.runner import Runner, Slots
@@ -30,22 +30,8 @@ if TYPE_CHECKING:
     from reference.registry import Registry
     from reference.runner import Offload
     from reference.schedule import ScheduleEntry
-    from reference.store import Store
-    from reference.transport import Transport
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueWiring:
-    """What a queue-consuming worker needs beyond the runtime: store, doorbell, peers."""
-
-    store: Store
-    transport: Transport
-    address: str  # this worker's wake-up address
-    peers: dict[int, str] = field(default_factory=dict)  # queue worker index -> address
-    poll_interval: float = POLL_INTERVAL
-    lease: float = DEFAULT_LEASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +110,16 @@ class Worker:
             if self.scheduler.states:
                 tasks.create_task(self.scheduler.run(self._stopping, tasks), name="scheduler")
             if self.queue is not None:
-                consumer = Consumer(self, self.queue)
+                consumer = Consumer(
+                    self.queue,
+                    index=self.index,
+                    clock=self.runtime.clock,
+                    rng=self.runtime.rng,
+                    registry=self.runtime.registry,
+                    observer=self.runtime.observer,
+                    slots=self.slots,
+                    runner=self.runner,
+                )
                 tasks.create_task(consumer.run(self._stopping, tasks), name="consumer")
             await self._stopping.wait()
         logger.info(

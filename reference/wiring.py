@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from reference.runtime import QueueWiring
+from reference.consumer import QueueWiring
 from reference.sqlite_store import SqliteStore
 from reference.unix_transport import UnixTransport
 from reference.waker import socket_address

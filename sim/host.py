@@ -14,9 +14,10 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from reference.consumer import QueueWiring
 from reference.counters import SEGMENT_SIZE, BufferCounters
 from reference.registry import default_registry
-from reference.runtime import QueueWiring, Runtime, Worker
+from reference.runtime import Runtime, Worker
 from reference.waker import socket_address
 from sim.offload import InlineOffload
 from sim.trace import HostObserver
