@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -104,6 +105,10 @@ def _push(args: argparse.Namespace, db: str, socket_dir: str, workers: int) -> i
         if not isinstance(raw, dict):
             raise UsageError("--options must be a JSON object")
         options = raw
+    if args.delay is not None and not math.isfinite(args.delay):
+        # float() accepts "nan" and "inf": NaN reached SQLite as NULL (a NOT NULL store
+        # error, exit 1) and inf parked the job forever.
+        raise UsageError(f"--in must be a finite number of seconds, not {args.delay}")
     run_at = None
     if args.at is not None:
         try:
