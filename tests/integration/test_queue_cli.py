@@ -1,0 +1,241 @@
+"""`python -m reference.queue` as a real process against real SQLite files (issue 3).
+
+Every error is one line on stderr with no traceback; exit 2 for bad input, 1 for a failed
+operation. A missing or corrupt database is never created or overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from reference.sqlite_store import SqliteStore
+from tests.integration.conftest import JOBS, db_rows
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from tests.integration.conftest import Workspace
+
+pytestmark = pytest.mark.slow
+
+RECORD = f"{JOBS}.Record"
+
+
+@pytest.fixture
+def db(ws: Workspace) -> Workspace:
+    """A workspace whose queue database exists (as a started worker would leave it)."""
+    SqliteStore.create_schema(ws.db)
+    return ws
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+def _push(ws: Workspace, *args: str) -> int:
+    result = ws.queue_cli("push", *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().isdigit(), result.stdout  # exactly the id on stdout
+    return int(result.stdout)
+
+
+def _row(ws: Workspace, job_id: int) -> dict[str, object]:
+    cols = ("class_name", "args", "status", "run_at", "created_at", "options", "attempts")
+    rows = db_rows(ws.db, f"SELECT {', '.join(cols)} FROM jobs WHERE id = ?", (job_id,))
+    assert rows, f"job {job_id} not in the database"
+    return dict(zip(cols, rows[0], strict=True))
+
+
+def test_push_prints_the_id_and_stores_the_job(db: Workspace) -> None:
+    first = _push(db, RECORD, '["ledger", "a"]')
+    second = _push(db, RECORD)  # ARGS_JSON defaults to []
+    assert second == first + 1
+    row = _row(db, first)
+    assert row["class_name"] == RECORD
+    assert json.loads(str(row["args"])) == ["ledger", "a"]
+    assert row["status"] == "pending"
+    assert row["attempts"] == 0
+    assert abs(float(str(row["run_at"])) - time.time()) < 30
+    assert json.loads(str(_row(db, second)["args"])) == []
+
+
+def test_push_options_are_stored(db: Workspace) -> None:
+    job_id = _push(db, RECORD, "[]", "--options", '{"retry": 3, "timeout": 5}')
+    options = json.loads(str(_row(db, job_id)["options"]))
+    assert options["retry"] == 3
+    assert options["timeout"] == 5
+
+
+def test_push_in_sets_run_at(db: Workspace) -> None:
+    before = time.time()
+    job_id = _push(db, RECORD, "[]", "--in", "300")
+    after = time.time()
+    run_at = float(str(_row(db, job_id)["run_at"]))
+    assert before + 300 <= run_at <= after + 300
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        pytest.param("2031-05-04T03:02:01", id="naive-local"),
+        pytest.param("2031-05-04T03:02:01+02:00", id="offset"),
+        pytest.param("2031-05-04T03:02:01Z", id="utc-z"),
+    ],
+)
+def test_push_at_sets_run_at(db: Workspace, stamp: str) -> None:
+    job_id = _push(db, RECORD, "[]", "--at", stamp)
+    expected = datetime.fromisoformat(stamp).timestamp()  # naive = local time (SPEC)
+    assert float(str(_row(db, job_id)["run_at"])) == pytest.approx(expected)
+
+
+def test_push_at_in_the_past_is_due_now(db: Workspace) -> None:
+    stamp = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    job_id = _push(db, RECORD, "[]", "--at", stamp)
+    assert float(str(_row(db, job_id)["run_at"])) < time.time()
+
+
+def test_stats_counts_by_status_and_oldest_pending(db: Workspace) -> None:
+    empty = db.queue_cli("stats")
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.splitlines() == [
+        "pending  0",
+        "running  0",
+        "done     0",
+        "failed   0",
+        "oldest pending: -",
+    ]
+    for _ in range(3):
+        _push(db, RECORD)
+    _push(db, RECORD, "[]", "--in", "3600")
+    stats = db.queue_cli("stats")
+    lines = stats.stdout.splitlines()
+    assert lines[0] == "pending  4"
+    assert lines[4].startswith("oldest pending: ")
+    assert "s ago)" in lines[4]
+
+
+def test_list_shows_jobs_newest_first_and_filters_by_status(db: Workspace) -> None:
+    ids = [_push(db, RECORD, f'["l", "{i}"]') for i in range(3)]
+    conn_rows = db_rows(db.db, "SELECT count(*) FROM jobs")
+    assert conn_rows == [(3,)]
+    _mark_failed(db, ids[1], "RuntimeError: boom")
+    listed = db.queue_cli("list")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:3] == ["id", "status", "try"]
+    assert [int(r.split()[0]) for r in rows] == sorted(ids, reverse=True)
+    failed = db.queue_cli("list", "--status", "failed")
+    _, *failed_rows = failed.stdout.splitlines()
+    assert len(failed_rows) == 1
+    assert failed_rows[0].split()[:2] == [str(ids[1]), "failed"]
+    assert RECORD in failed_rows[0]
+    assert "RuntimeError: boom" in failed_rows[0]
+
+
+def _mark_failed(ws: Workspace, job_id: int, error: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(ws.db)
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', attempts = 1, last_error = ? WHERE id = ?",
+                (error, job_id),
+            )
+    finally:
+        conn.close()
+
+
+def test_retry_requeues_a_failed_job(db: Workspace) -> None:
+    job_id = _push(db, RECORD)
+    _mark_failed(db, job_id, "RuntimeError: boom")
+    result = db.queue_cli("retry", str(job_id))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"job {job_id} re-queued"
+    assert _row(db, job_id)["status"] == "pending"
+
+
+def test_retry_of_a_job_that_is_not_failed_is_exit_1(db: Workspace) -> None:
+    job_id = _push(db, RECORD)
+    line = _one_error_line(db.queue_cli("retry", str(job_id)), 1)
+    assert f"job {job_id} is pending, not failed" in line
+    line = _one_error_line(db.queue_cli("retry", "9999"), 1)
+    assert "9999 does not exist" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        pytest.param([f"{JOBS}.NoSuchJob"], "unknown job", id="unknown-job"),
+        pytest.param(["os.system", '["true"]'], "unknown job", id="not-a-job"),
+        pytest.param([RECORD, "[1, 2"], "ARGS_JSON is not valid JSON", id="non-json"),
+        pytest.param([RECORD, "hello"], "ARGS_JSON is not valid JSON", id="bare-word"),
+        pytest.param([RECORD, '{"a": 1}'], "ARGS_JSON must be a JSON array", id="object"),
+        pytest.param([RECORD, "42"], "ARGS_JSON must be a JSON array", id="number"),
+        pytest.param([RECORD, "[NaN]"], "not JSON", id="nan-argument"),
+        pytest.param([RECORD, "[]", "--at", "tomorrow"], "ISO 8601", id="bad-at"),
+        pytest.param([RECORD, "[]", "--options", '{"bogus": 1}'], "bogus", id="unknown-option"),
+        pytest.param([RECORD, "[]", "--options", '{"retry": "x"}'], "retry", id="option-type"),
+        pytest.param([RECORD, "[]", "--options", "[1]"], "JSON object", id="options-array"),
+        pytest.param([RECORD, "[]", "--in", "nan"], "--in", id="in-nan"),
+        pytest.param([RECORD, "[]", "--in", "inf"], "--in", id="in-inf"),
+    ],
+)
+def test_bad_push_is_one_line_and_stores_nothing(
+    db: Workspace, args: list[str], needle: str
+) -> None:
+    line = _one_error_line(db.queue_cli("push", *args), 2)
+    assert needle in line, line
+    assert db_rows(db.db, "SELECT count(*) FROM jobs") == [(0,)]
+
+
+def test_unknown_job_hints_at_the_missing_import(ws: Workspace) -> None:
+    SqliteStore.create_schema(ws.db)
+    result = ws.queue_cli("push", "examples.jobs.SendEmail", '[1, "x"]')
+    line = _one_error_line(result, 2)
+    assert "--import examples.jobs" in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["push", RECORD, "[]"], ["stats"], ["list"], ["retry", "1"]],
+    ids=lambda c: c[0],
+)
+def test_missing_database_is_exit_1_and_not_created(ws: Workspace, command: list[str]) -> None:
+    line = _one_error_line(ws.queue_cli(*command), 1)
+    assert "does not exist" in line
+    assert str(ws.db) in line
+    assert not ws.db.exists()
+    assert sorted(os.listdir(ws.root)) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["push", RECORD, "[]"], ["stats"], ["list"], ["retry", "1"]],
+    ids=lambda c: c[0],
+)
+def test_corrupt_database_is_exit_1_and_untouched(ws: Workspace, command: list[str]) -> None:
+    garbage = os.urandom(16384)
+    ws.db.write_bytes(garbage)
+    line = _one_error_line(ws.queue_cli(*command), 1)
+    assert "not a usable SQLite database" in line
+    assert ws.db.read_bytes() == garbage
+    assert sorted(os.listdir(ws.root)) == ["q.db"]  # no -wal/-shm left beside it
+
+
+def test_environment_fallback_for_the_database(db: Workspace) -> None:
+    result = db.queue_cli("push", RECORD, "[]", db=False, env={"QUEUE_DB_PATH": str(db.db)})
+    assert result.returncode == 0, result.stderr
+    assert db_rows(db.db, "SELECT id FROM jobs") == [(int(result.stdout),)]
