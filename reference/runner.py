@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 from dataclasses import dataclass
@@ -95,7 +96,10 @@ class Slots:
             if fut.done() and not fut.cancelled():
                 self.release()  # handed a slot just as we were cancelled: give it back
             else:
-                self._waiters.remove(fut)
+                # A release() in the same loop step may already have popped (and skipped)
+                # our cancelled future, so it is not necessarily still queued.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
                 self._changed()
             raise
 
