@@ -104,7 +104,15 @@ class Slots:
             raise
 
     def release(self, n: int = 1) -> None:
-        """Return `n` slots, handing each to the oldest waiter first."""
+        """Return `n` slots, handing each to the oldest waiter first.
+
+        Raises:
+            RuntimeError: more slots would be free than exist; nothing changes.
+        """
+        # Checked before anything moves, so a bad release cannot leave free > size behind.
+        waiting = sum(1 for fut in self._waiters if not fut.done())
+        if self._free + max(0, n - waiting) > self.size:
+            raise RuntimeError("released more slots than were taken")
         for _ in range(n):
             while self._waiters:
                 fut = self._waiters.popleft()
@@ -113,8 +121,6 @@ class Slots:
                     break
             else:
                 self._free += 1
-        if self._free > self.size:
-            raise RuntimeError("released more slots than were taken")
         self._changed()
 
     async def wait_free(self) -> None:
