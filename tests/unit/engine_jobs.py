@@ -8,6 +8,7 @@ Times are the running loop's time, which on `SimEventLoop` is virtual.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -128,6 +129,19 @@ class OwnTimeout(Job):
 
     async def perform(self) -> None:
         raise TimeoutError("my own timeout")
+
+
+# Set by a test to let `SyncBlocked` finish; a real thread blocks on it.
+UNBLOCK = threading.Event()
+
+
+class SyncBlocked(Job):
+    """A plain def that blocks its thread until `UNBLOCK` is set (or 10 s pass)."""
+
+    def perform(self) -> None:
+        JOURNAL.note("start", "blocked")
+        UNBLOCK.wait(10.0)
+        JOURNAL.note("end", "blocked")
 
 
 class ReturnsCoroutine(Job):
