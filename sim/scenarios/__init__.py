@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim.scenarios import cron_overlap, fetch_rollback, ring_fallback
+from sim.scenarios import big_schedule, cron_overlap, fetch_rollback, ring_fallback
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -13,6 +13,7 @@ CATALOG: tuple[Scenario, ...] = (
     cron_overlap.SCENARIO,
     fetch_rollback.SCENARIO,
     ring_fallback.SCENARIO,
+    big_schedule.SCENARIO,
 )
 
 
