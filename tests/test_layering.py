@@ -188,9 +188,13 @@ def test_environment_read_only_in_config(name: str, tree: ast.Module) -> None:
     if name == "reference.config":
         return
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
-            if isinstance(node.value, ast.Name) and node.value.id == "os":
-                raise AssertionError(f"{name}:{node.lineno} reads os.{node.attr}")
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("environ", "getenv")
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
+            raise AssertionError(f"{name}:{node.lineno} reads os.{node.attr}")
 
 
 def test_sim_is_not_imported_by_reference_at_runtime() -> None:
