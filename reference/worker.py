@@ -189,6 +189,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackgroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # A worker's task group wraps what its tasks raise (a live socket at listen, a
+        # store that cannot recover): still one line, unless something else is in there.
+        errors = _background_errors(group)
+        if errors is None:
+            raise
+        print(f"error: {'; '.join(dict.fromkeys(str(e) for e in errors))}", file=sys.stderr)
+        return 2 if all(isinstance(e, ConfigError) for e in errors) else 1
+
+
+def _background_errors(group: BaseExceptionGroup[BaseException]) -> list[BackgroundError] | None:
+    """The leaf errors of `group` if every one is a `BackgroundError`, else None."""
+    leaves: list[BackgroundError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            nested = _background_errors(exc)
+            if nested is None:
+                return None
+            leaves.extend(nested)
+        elif isinstance(exc, BackgroundError):
+            leaves.append(exc)
+        else:
+            return None
+    return leaves
 
 
 if __name__ == "__main__":
