@@ -127,16 +127,25 @@ class Scheduler:
                 else:
                     state.running = True
                     state.runs += 1
-                    tasks.create_task(self._run(state), name=f"entry:{state.entry.name}")
+                    tasks.create_task(self._run(state, stopping), name=f"entry:{state.entry.name}")
                     next_due = self.next_run(state, due)
                 heapq.heappush(heap, (next_due, seq, state))
             await _wait(stopping, heap[0][0] - self._clock.monotonic() if heap else None)
 
-    async def _run(self, state: EntryState) -> None:
+    async def _run(self, state: EntryState, stopping: asyncio.Event) -> None:
         entry = state.entry
         try:
             await self._slots.acquire()
             try:
+                if stopping.is_set():
+                    # Fired before stop() but still queued for a slot: starting it now would
+                    # be a new run after stop (SPEC: graceful stop starts no new runs).
+                    logger.debug(
+                        "not starting %s: the worker is stopping",
+                        entry.name,
+                        extra={"event": LogEvent.WORKER_STOPPING, "entry": entry.name},
+                    )
+                    return
                 await self._runner.run(
                     entry.job_class, [], time_limit=entry.timeout, label=entry.name
                 )
