@@ -33,6 +33,25 @@ def prepare_store(settings: WorkerSettings) -> None:
     SqliteStore.create_schema(settings.queue.db_path)
 
 
+def check_sockets_free(settings: WorkerSettings) -> None:
+    """Refuse to supervise workers whose wake-up socket a live process already holds.
+
+    Without this a second supervisor on the same socket dir restarts its workers forever,
+    each one dying on the live socket. Probing by listening (then closing, which unlinks
+    our own file) also clears stale files, exactly as each worker would at start.
+
+    Raises:
+        SocketInUseError: another process listens on one of the workers' sockets.
+        TransportError: a socket path cannot be listened on (too long, unwritable dir).
+    """
+    transport = UnixTransport()
+    try:
+        for address in queue_addresses(settings.queue, settings.queue_workers()).values():
+            transport.listen_now(address).close()
+    finally:
+        transport.close()
+
+
 def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) -> QueueWiring:
     """Open this worker's store and transport; `stack` closes them when the worker ends."""
     os.makedirs(os.path.dirname(os.path.abspath(settings.queue.db_path)), exist_ok=True)

@@ -143,9 +143,10 @@ async def serve(settings: WorkerSettings, entries: Sequence[ScheduleEntry], inde
 
 async def supervise(settings: WorkerSettings, argv: Sequence[str]) -> int:
     """Run the supervisor of workers 1..N; return 0 after a graceful stop."""
-    from reference.wiring import prepare_store
+    from reference.wiring import check_sockets_free, prepare_store
 
     prepare_store(settings)  # the schema exists before any worker opens the file
+    check_sockets_free(settings)  # a live socket: another supervisor serves this dir
 
     def worker_argv(index: int) -> list[str]:
         return python_argv("reference.worker", [*argv, "--worker-index", str(index)])
