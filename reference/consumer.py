@@ -192,6 +192,7 @@ class Consumer:
             job_id=row.id,
             attempt=row.attempts,
             name=row.name,
+            run_at=row.run_at,
         )
         tasks.create_task(self._execute(row), name=f"job:{row.id}")
 
@@ -224,11 +225,18 @@ class Consumer:
         if result.outcome is Outcome.SUCCESS:
             await self._settle(row, label, None, None)
             return
-        retry_at: float | None = None
-        if row.attempts <= options.retry:
-            delay = options.retry_delay_for(row.attempts, self._rng)
-            retry_at = self._clock.realtime() + delay
+        retry_at = self.retry_at(row, options)
         await self._settle_failure(row, result.error or "unknown error", retry_at, label)
+
+    def retry_at(self, row: JobRow, options: JobOptions) -> float | None:
+        """When a failed run is retried, or None once its retries are spent.
+
+        `attempts` counts runs started, so run n (1-based) may be retried while
+        n <= retry: `retry` attempts after the first (SPEC).
+        """
+        if row.attempts > options.retry:
+            return None
+        return self._clock.realtime() + options.retry_delay_for(row.attempts, self._rng)
 
     async def _settle_failure(
         self, row: JobRow, error: str, retry_at: float | None, label: str
