@@ -5,13 +5,14 @@ Layer 4; the only importer of `signal` and `subprocess`. Each worker is a fresh
 SQLite connection, socket or thread of the supervisor survives into a child. On
 SIGTERM/SIGINT the supervisor forwards SIGTERM to every child, waits for each to finish its
 running jobs (each finishes or hits its timeout, so a child always exits), and exits 0.
-A second signal while stopping kills the children at once; their running jobs are
-re-queued by lease expiry or by the next start of the same index.
+A second signal while stopping kills the children at once (exit 1: not graceful); their
+running jobs are re-queued by lease expiry or by the next start of the same index.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import subprocess
@@ -74,22 +75,42 @@ class Supervisor:
         self._clock = clock
         self._children = {i: _Child(i) for i in indexes}
         self._stopping = asyncio.Event()
+        self._killed = False
 
     def stop(self) -> None:
-        if not self._stopping.is_set():
-            logger.info(
-                "supervisor stopping %d workers",
-                len(self._children),
-                extra={"event": LogEvent.WORKER_STOPPING},
-            )
+        """Stop gracefully; called again while stopping, kill every child at once."""
+        if self._stopping.is_set():
+            self._kill_all()
+            return
+        logger.info(
+            "supervisor stopping %d workers",
+            len(self._children),
+            extra={"event": LogEvent.WORKER_STOPPING},
+        )
         self._stopping.set()
 
+    def _kill_all(self) -> None:
+        if self._killed:
+            return
+        self._killed = True
+        logger.warning(
+            "second stop signal: killing %d workers; their running jobs are re-queued when "
+            "the same workers start again (or when their leases expire)",
+            len(self._children),
+            extra={"event": LogEvent.WORKER_STOPPING},
+        )
+        for child in self._children.values():
+            proc = child.proc
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
+                    proc.kill()
+
     async def run(self) -> int:
-        """Run every child until `stop()`; return 0 once all have exited."""
+        """Run every child until `stop()`; return 0 once all have exited (1 if killed)."""
         async with asyncio.TaskGroup() as tasks:
             for child in self._children.values():
                 tasks.create_task(self._keep(child), name=f"child:{child.index}")
-        return 0
+        return 1 if self._killed else 0
 
     async def _spawn(self, child: _Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
