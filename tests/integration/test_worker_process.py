@@ -185,3 +185,32 @@ def test_sigterm_lets_a_running_queue_job_finish(ws: Workspace, job: str) -> Non
     assert [f[3] for f in ledger_lines(ws.ledger)] == ["start", "end"]
     listed = ws.queue_cli("list", "--status", "done")
     assert any(line.split()[0] == str(job_id) for line in listed.stdout.splitlines()[1:])
+
+
+def test_second_signal_kills_the_workers_at_once(ws: Workspace) -> None:
+    """The supervisor's documented escape hatch: a second SIGTERM does not wait for jobs."""
+    proc = ws.worker("--workers", "1", name="supervisor")
+    proc.wait_log("worker 1 started")
+    pushed = ws.queue_cli("push", f"{JOBS}.SlowRecord", f'["{ws.ledger}", "long", 25]')
+    assert pushed.returncode == 0, pushed.stderr
+    wait_until(lambda: ledger_lines(ws.ledger), what="the long job to start")
+    (worker_pid,) = {int(f[2]) for f in ledger_lines(ws.ledger)}
+    proc.signal(signal.SIGTERM)
+    proc.wait_log("worker 1 stopping")
+    proc.signal(signal.SIGTERM)
+    code = proc.wait(timeout=5.0)  # not the 25 s the job would take
+    assert code != 0  # not a graceful stop: the running job was cut short
+    assert "killing" in proc.stderr
+    assert [f[3] for f in ledger_lines(ws.ledger)] == ["start"]
+    wait_until(lambda: not _pid_alive(worker_pid), timeout=5.0, what="the worker to be gone")
+    # Left running under index 1: the next start of worker 1 re-queues it.
+    listed = ws.queue_cli("list", "--status", "running")
+    assert len(listed.stdout.splitlines()) == 2, listed.stdout
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
