@@ -5,16 +5,23 @@ scenario expected to catch it; `python -m sim mutants` runs them and prints the 
 
 from __future__ import annotations
 
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import reference.scheduler
+import reference.sqlite_store
 from reference.records import LogEvent
+from reference.triggers import interval_next
 from reference.waker import WakeReport, encode_hops
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from reference.consumer import Consumer
+    from reference.options import JobOptions
+    from reference.records import JobRow
     from reference.scheduler import EntryState, Scheduler
     from reference.waker import Waker
 
@@ -27,7 +34,7 @@ class Mutant:
     target: str  # "module:attribute.path" of the swapped function
     restores: str
     caught_by: tuple[str, ...]  # scenario names
-    replacement: Callable[..., Any]
+    replacement: Any  # a function, or a constant such as a SQL string
 
     @contextmanager
     def applied(self) -> Iterator[None]:
@@ -88,6 +95,41 @@ def _busy_keeps_wakeup(self: Waker, from_index: int, hops_left: int) -> WakeRepo
     return WakeReport((), None)
 
 
+def _living_in(module: types.ModuleType, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Rebind `fn` to `module`'s globals, so it runs as code of that module would."""
+    return types.FunctionType(fn.__code__, module.__dict__, fn.__name__, fn.__defaults__)
+
+
+def _next_run_on_real_clock(self: Scheduler, state: EntryState, due: float) -> float:
+    # Interval maths on time.monotonic() instead of the injected clock.
+    now = __import__("time").monotonic()
+    if state.entry.every is not None:
+        return interval_next(due, state.entry.every, now)
+    return self._cron_due(state, self._clock.monotonic())
+
+
+def _skip_not_counted(self: Scheduler, state: EntryState, due: float) -> float:
+    # Skips are traced and rescheduled but never reach the metrics.
+    state.skips += 1
+    self._observer.emit(LogEvent.JOB_SKIPPED, entry=state.entry.name)
+    return self.next_run(state, due)
+
+
+def _retry_off_by_one(self: Consumer, row: JobRow, options: JobOptions) -> float | None:
+    # `<` for `<=`: a job with retry=2 gets one retry, not two.
+    if row.attempts >= options.retry:
+        return None
+    return self._clock.realtime() + options.retry_delay_for(row.attempts, self._rng)
+
+
+async def _no_lease_renewal(self: Consumer) -> None:
+    # Leases are taken at claim time and never extended: long jobs run twice.
+    await self._drained.wait()
+
+
+_FETCH_ANY_TIME = reference.sqlite_store._FETCH.replace("run_at <= ?", "? IS NOT NULL")
+
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="overlap_skip_no_reschedule",
@@ -123,5 +165,40 @@ MUTANTS: tuple[Mutant, ...] = (
         restores="the gem: a busy woken worker does not hand the wake-up on",
         caught_by=("notifier_ring_fallback",),
         replacement=_busy_keeps_wakeup,
+    ),
+    Mutant(
+        name="scheduler_reads_real_clock",
+        target="reference.scheduler:Scheduler.next_run",
+        restores="interval rescheduling reads time.monotonic() instead of the injected clock",
+        caught_by=("schedule_1000",),
+        replacement=_living_in(reference.scheduler, _next_run_on_real_clock),
+    ),
+    Mutant(
+        name="skip_not_counted",
+        target="reference.scheduler:Scheduler.on_overlap",
+        restores="an overlap skip is rescheduled but never counted in the metrics",
+        caught_by=("cron_overlap_skip",),
+        replacement=_skip_not_counted,
+    ),
+    Mutant(
+        name="retry_off_by_one",
+        target="reference.consumer:Consumer.retry_at",
+        restores="retries stop one attempt early (`<` for `<=`)",
+        caught_by=("fetch_error_rollback",),
+        replacement=_retry_off_by_one,
+    ),
+    Mutant(
+        name="fetch_ignores_run_at",
+        target="reference.sqlite_store:_FETCH",
+        restores="fetch claims pending jobs that are not yet due",
+        caught_by=("fetch_error_rollback",),
+        replacement=_FETCH_ANY_TIME,
+    ),
+    Mutant(
+        name="lease_never_renewed",
+        target="reference.consumer:Consumer._renew_leases",
+        restores="a running job's lease is never extended, so long jobs are run twice",
+        caught_by=("fetch_error_rollback",),
+        replacement=_no_lease_renewal,
     ),
 )

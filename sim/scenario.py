@@ -94,7 +94,15 @@ def run_scenario(scenario: Scenario, seed: int, *, keep_trace: bool = False) -> 
         except Exception as exc:  # a runtime bug surfacing from the run is a violation
             error = describe(exc)
         wall = time.perf_counter() - started
-        checks = tuple(scenario.checks(world))
+        reads = sorted(set(world.real_reads))
+        checks = (
+            *scenario.checks(world),
+            Check(
+                "runtime read no real clock or global random",
+                not reads,
+                ", ".join(reads[:5]),
+            ),
+        )
         return Outcome(
             scenario=scenario.name,
             seed=seed,

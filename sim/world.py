@@ -13,7 +13,9 @@ import hashlib
 import logging
 import random
 import shutil
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -55,6 +57,9 @@ class World:
         self.fabric = Fabric(self.child_rng("fabric"))
         self.hosts: list[Host] = []
         self._tmp: str | None = None
+        # "module:function" of every real clock or global-random read made by runtime code
+        # during the run; a simulated run must have none (checked for every scenario).
+        self.real_reads: list[str] = []
 
     def child_rng(self, name: str) -> random.Random:
         """An independent RNG for `name`, derived from the seed (stable across processes)."""
@@ -78,7 +83,7 @@ class World:
 
     def run(self, main: Callable[[World], Awaitable[None]]) -> None:
         """Run `main(self)` on the virtual loop to completion."""
-        with _quiet_runtime_logs():
+        with _quiet_runtime_logs(), _guard_real_sources(self.real_reads):
             asyncio.set_event_loop(self.loop)
             try:
                 self.loop.run_until_complete(main(self))
@@ -108,6 +113,54 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     for task in tasks:
         task.cancel()
     loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+_GUARDED_TIME = ("time", "monotonic", "time_ns", "monotonic_ns", "sleep")
+_GUARDED_RANDOM = (
+    "random",
+    "randrange",
+    "randint",
+    "choice",
+    "choices",
+    "uniform",
+    "shuffle",
+    "sample",
+    "expovariate",
+    "gauss",
+    "getrandbits",
+)
+
+
+@contextmanager
+def _guard_real_sources(reads: list[str]) -> Iterator[None]:
+    """Record runtime (`reference.*`) calls of the real clock or the global random.
+
+    The static layering test catches such calls in the source; this catches them at run
+    time, including through helpers, while a simulation is running.
+    """
+    saved: list[tuple[object, str, object]] = []
+
+    def wrap(owner: object, name: str) -> None:
+        original = getattr(owner, name)
+
+        def guarded(*args: object, **kwargs: object) -> object:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller == "reference" or caller.startswith("reference."):
+                reads.append(f"{caller}:{owner.__name__}.{name}")  # type: ignore[attr-defined]
+            return original(*args, **kwargs)
+
+        saved.append((owner, name, original))
+        setattr(owner, name, guarded)
+
+    for name in _GUARDED_TIME:
+        wrap(time, name)
+    for name in _GUARDED_RANDOM:
+        wrap(random, name)
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
 
 
 @contextmanager

@@ -83,9 +83,9 @@ async def main(world: World) -> None:
     try:
         for _ in range(JOBS):
             await asyncio.sleep(rng.expovariate(JOBS / PRODUCE_FOR))
-            producer.enqueue(
-                RollbackWork, (round(rng.uniform(0, 20), 3), rng.random() < 0.1), options=None
-            )
+            # A tenth run longer than the 60 s lease: their worker must keep renewing it.
+            seconds = rng.uniform(70, 110) if rng.random() < 0.1 else rng.uniform(0, 20)
+            producer.enqueue(RollbackWork, (round(seconds, 3), rng.random() < 0.1), options=None)
         plan.quiesce()
         world.emit("faults_quiesced")
         waited = 0.0
@@ -128,6 +128,13 @@ def checks(world: World) -> list[Check]:
     )
     done_mismatch = sorted(i for i in enqueued if status.get(i) == "done" and completed[i] != 1)
     running = sorted(i for i, st in status.items() if st == "running")
+    epoch = world.clock.epoch.timestamp()
+    early = sorted(
+        int(str(r.get("job_id")))
+        for r in trace.of(LogEvent.JOB_CLAIMED.value)
+        if epoch + r.ns / 1e9 < float(str(r.get("run_at"))) - 1e-6
+    )
+    superseded = sorted(int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_SUPERSEDED.value))
     return [
         Check(
             "faults were injected inside fetch",
@@ -145,6 +152,12 @@ def checks(world: World) -> list[Check]:
         Check("done jobs completed exactly once", not done_mismatch, f"{done_mismatch[:10]}"),
         Check("failed jobs ran all 3 attempts", not bad_failed, f"{bad_failed[:10]}"),
         Check("nothing left running", not running, f"running: {running[:10]}"),
+        Check("no job claimed before its run_at", not early, f"early: {early[:10]}"),
+        Check(
+            "no claim superseded while its worker lived (leases renewed)",
+            not superseded,
+            f"superseded: {superseded[:10]}",
+        ),
     ]
 
 
