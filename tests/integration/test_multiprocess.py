@@ -97,7 +97,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def test_three_workers_run_a_mixed_load_exactly_once(ws: Workspace) -> None:
-    sup = _start_supervisor(ws, 3)
+    metrics = ws.root / "metrics.bin"  # (a later --metrics wins over the fixture's "off")
+    sup = _start_supervisor(ws, 3, "--metrics", str(metrics))
     ledger = str(ws.ledger)
     calls: list[tuple[str, list[object], dict[str, object] | None]] = []
     kinds: dict[str, str] = {}
@@ -132,6 +133,23 @@ def test_three_workers_run_a_mixed_load_exactly_once(ws: Workspace) -> None:
     pids = {int(f[2]) for f in lines}
     assert len(pids) == 3
     assert sup.pid not in pids
+
+    # The shared metrics file agrees with the ledger, read from yet another process.
+    reader = ["-m", "reference.metrics", "--json", "--workers", "3", "--metrics", str(metrics)]
+    read = subprocess.run(
+        [sys.executable, *reader],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        check=True,
+    )
+    snapshot = {str(w["worker"]): w for w in json.loads(read.stdout)}
+    runs_per_worker = Counter(f[1] for f in lines if len(f) == 3 or f[3] == "start")
+    assert {w: snapshot[w]["total_runs"] for w in snapshot} == dict(runs_per_worker)
+    assert sum(w["total_failures"] for w in snapshot.values()) == 20
+    assert sum(w["total_successes"] for w in snapshot.values()) == 180
 
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0, sup.stderr
@@ -285,3 +303,51 @@ def test_socket_in_use_is_refused_with_one_line(ws: Workspace, mode: str) -> Non
         holder.wait(timeout=BOUND)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_delayed_retried_and_isolated_work_across_processes(ws: Workspace) -> None:
+    """Env-only configuration, ISOLATION_FORKS=1, a delayed push, a retried failure."""
+    env = {
+        "QUEUE_DB_PATH": str(ws.db),
+        "QUEUE_SOCKET_DIR": str(ws.sockets),
+        "BACKGROUND_FORKS": "2",
+        "ISOLATION_FORKS": "1",
+    }
+    sup = ws.worker(env=env, queue=False, name="supervisor")
+    sup.wait_log("worker 1 started: 0 schedule entries, concurrency 2, queue off")
+    sup.wait_log("worker 2 started: 0 schedule entries, concurrency 2, queue on")
+    ledger = str(ws.ledger)
+    # Delayed by 1 s: it must start about then, not at the next 5 s poll.
+    t0 = time.time()
+    delayed = ws.queue_cli(
+        "--workers", "2", "push", f"{JOBS}.Stamp", json.dumps([ledger, t0]), "--in", "1"
+    )
+    assert delayed.returncode == 0, delayed.stderr
+    failing = ws.queue_cli(
+        "--workers",
+        "2",
+        "push",
+        f"{JOBS}.Failing",
+        json.dumps([ledger, "flaky"]),
+        "--options",
+        '{"retry": 1, "retry_delay": 0.2}',
+    )
+    assert failing.returncode == 0, failing.stderr
+    fail_id = int(failing.stdout)
+    wait_until(lambda: status_counts(ws.db) == {"done": 1, "failed": 1}, what="both jobs to settle")
+    lines = ledger_lines(ws.ledger)
+    stamp = [f for f in lines if len(f) == 3 and f[0] != "flaky"]
+    assert len(stamp) == 1
+    started = float(stamp[0][1])
+    assert 0.9 <= started - t0 < 2.5, started - t0  # on time, not at a poll
+    flaky = [f for f in lines if f[0] == "flaky"]
+    assert len(flaky) == 2  # the first run and one retry
+    # Worker 1 is isolated from the queue: everything ran on worker 2.
+    assert stamp[0][2] == "2"
+    assert {f[1] for f in flaky} == {"2"}
+    listed = ws.queue_cli("list", "--status", "failed")
+    (row,) = listed.stdout.splitlines()[1:]
+    assert row.split()[:3] == [str(fail_id), "failed", "2"]
+    assert "RuntimeError: failing on purpose: flaky" in row
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0, sup.stderr
