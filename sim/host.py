@@ -68,6 +68,8 @@ class Host:
         self.worker: Worker | None = None
         self.store: Store | None = None
         self.incarnation = 0
+        # Errors that killed this host's worker (not crashes we injected): a runtime bug.
+        self.failures: list[str] = []
         self._task: asyncio.Task[None] | None = None
         world.hosts.append(self)
 
@@ -113,12 +115,22 @@ class Host:
         )
         world.emit("host_start", host=self.index, incarnation=self.incarnation)
         self._task = world.loop.create_task(self.worker.run(), name=f"host{self.index}")
+        self._task.add_done_callback(self._on_exit)
+
+    def _on_exit(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        from sim.scenario import describe
+
+        error = describe(task.exception())  # type: ignore[arg-type]
+        self.failures.append(error)
+        self.world.emit("host_died", host=self.index, error=error.split(":")[0])
 
     async def stop(self) -> None:
         """Stop gracefully (SIGTERM): running jobs finish, then the host is down."""
         if self.worker is not None:
             self.worker.stop()
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             await self._task
         self._close_store()
         self.world.emit("host_stopped", host=self.index)

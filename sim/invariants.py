@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sim.world import World
 
 NS = 1_000_000_000
-_ENDS = (LogEvent.JOB_SUCCEEDED.value, LogEvent.JOB_FAILED.value, LogEvent.JOB_TIMED_OUT.value)
+ENDS = (LogEvent.JOB_SUCCEEDED.value, LogEvent.JOB_FAILED.value, LogEvent.JOB_TIMED_OUT.value)
 
 
 def runs_by_label(trace: Trace) -> dict[str, list[tuple[int, int]]]:
@@ -27,7 +27,7 @@ def runs_by_label(trace: Trace) -> dict[str, list[tuple[int, int]]]:
     for r in trace.records:
         if r.event == LogEvent.JOB_STARTED.value:
             open_runs[(r.host, str(r.get("label")))].append(r.ns)
-        elif r.event in _ENDS:
+        elif r.event in ENDS:
             key = (r.host, str(r.get("label")))
             if open_runs[key]:
                 runs[key[1]].append((open_runs[key].pop(0), r.ns))
@@ -49,7 +49,7 @@ def no_self_overlap(trace: Trace, labels: set[str] | None = None) -> Check:
                     False,
                     f"{label} started at {r.ns / NS:.3f}s while already running",
                 )
-        elif r.event in _ENDS:
+        elif r.event in ENDS:
             depth[label] -= 1
     return Check("entry never overlaps itself", True)
 

@@ -95,8 +95,10 @@ def run_scenario(scenario: Scenario, seed: int, *, keep_trace: bool = False) -> 
             error = describe(exc)
         wall = time.perf_counter() - started
         reads = sorted(set(world.real_reads))
+        died = [f"host {h.index}: {e}" for h in world.hosts for e in h.failures]
         checks = (
             *scenario.checks(world),
+            Check("no worker died of an error", not died, "; ".join(died[:3])),
             Check(
                 "runtime read no real clock or global random",
                 not reads,

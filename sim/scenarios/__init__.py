@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim.scenarios import big_schedule, cron_overlap, fetch_rollback, ring_fallback
+from sim.scenarios import big_schedule, cron_overlap, fetch_rollback, ring_fallback, swarm
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -14,6 +14,7 @@ CATALOG: tuple[Scenario, ...] = (
     fetch_rollback.SCENARIO,
     ring_fallback.SCENARIO,
     big_schedule.SCENARIO,
+    swarm.SCENARIO,
 )
 
 
