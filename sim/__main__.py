@@ -35,16 +35,48 @@ def _catalog(names: Sequence[str] | None) -> int:
     return 1 if failures else 0
 
 
-def _run(name: str, seed: int, trace: bool) -> int:
-    outcome = run_scenario(by_name(name), seed, keep_trace=trace)
+def _run(name: str, seed: int, trace: bool, spec: str | None = None) -> int:
+    scenario = by_name(name)
+    if spec is not None:
+        if name != "swarm":
+            print("error: --spec applies to the swarm scenario only", file=sys.stderr)
+            return 2
+        from sim.scenarios.swarm import SwarmSpec
+        from sim.shrink import scenario_for
+
+        scenario = scenario_for(SwarmSpec.from_json(spec))
+    outcome = run_scenario(scenario, seed, keep_trace=trace)
     if trace:
         for line in outcome.trace:
             print(line)
     print(outcome_summary(outcome), flush=True)
     print(timing_line(outcome), file=sys.stderr)
-    if not outcome.ok:
+    if not outcome.ok and spec is None:
         print(f"  replay: {outcome.replay_command()}")
     return 0 if outcome.ok else 1
+
+
+def _shrink(name: str, seed: int) -> int:
+    if name != "swarm":
+        print("error: shrinking works on the swarm scenario's worlds", file=sys.stderr)
+        return 2
+    from sim.scenarios.swarm import SCENARIO, spec_for
+    from sim.shrink import run_spec, shrink, size
+
+    spec = spec_for(seed)
+    first = run_spec(spec, seed)
+    if first.ok:
+        print(f"swarm seed {seed} passes; nothing to shrink")
+        return 0
+    print(f"swarm seed {seed} fails ({first.violations[0].name}); world size {size(spec)}")
+    small, runs = shrink(spec, seed)
+    final = run_spec(small, seed)
+    still = final.violations[0].name if final.violations else "(no longer fails)"
+    print(f"shrunk to size {size(small)} in {runs} runs; still fails: {still}")
+    world = small.to_json()
+    print(f"world: {world}")
+    print(f"replay: python -m sim run {SCENARIO.name} --seed {seed} --spec '{world}' --trace")
+    return 1
 
 
 def _mutants() -> int:
@@ -81,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("name")
     run.add_argument("--seed", type=int, required=True)
     run.add_argument("--trace", action="store_true", help="print the trace first")
+    run.add_argument("--spec", help="swarm only: the world as JSON (from `shrink`)")
+    shrink = sub.add_parser("shrink", help="reduce a failing swarm seed to a smaller world")
+    shrink.add_argument("name")
+    shrink.add_argument("--seed", type=int, required=True)
     sub.add_parser("mutants", help="re-introduce known bugs; each must be caught")
     cat = sub.add_parser("catalog", help="run the catalog (the default)")
     cat.add_argument("names", nargs="*")
@@ -91,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{scenario.name:<28} {scenario.summary} (seeds {list(scenario.seeds)})")
             return 0
         if args.command == "run":
-            return _run(args.name, args.seed, args.trace)
+            return _run(args.name, args.seed, args.trace, args.spec)
+        if args.command == "shrink":
+            return _shrink(args.name, args.seed)
         if args.command == "mutants":
             return _mutants()
         return _catalog(getattr(args, "names", None))

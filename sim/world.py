@@ -38,6 +38,12 @@ DEFAULT_EPOCH = datetime(2026, 3, 2, 0, 0, 0, tzinfo=UTC)
 MAX_STEPS_PER_INSTANT = 20_000
 
 
+def child_rng(seed: int, name: str) -> random.Random:
+    """The RNG named `name` of seed `seed`: sha256-derived, never `hash()`-seeded."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
 class World:
     """One simulated run: loop, clock, fabric, database dir, trace and hosts."""
 
@@ -63,8 +69,7 @@ class World:
 
     def child_rng(self, name: str) -> random.Random:
         """An independent RNG for `name`, derived from the seed (stable across processes)."""
-        digest = hashlib.sha256(f"{self.seed}:{name}".encode()).digest()
-        return random.Random(int.from_bytes(digest[:8], "big"))
+        return child_rng(self.seed, name)
 
     @property
     def tmpdir(self) -> str:

@@ -32,7 +32,7 @@ from sim.faults import FaultPlan, faulty_store_factory
 from sim.host import Host, QueueSpec
 from sim.scenario import Check, Scenario
 from sim.trace import HostObserver
-from sim.world import World
+from sim.world import World, child_rng
 
 if TYPE_CHECKING:
     import random
@@ -207,10 +207,13 @@ class SwarmWorld(World):
         self.retry_budget: dict[int, int] = {}
 
 
+def spec_for(seed: int) -> SwarmSpec:
+    """The world seed `seed` draws."""
+    return draw(child_rng(seed, "swarm-spec"))
+
+
 def make_world(seed: int, spec: SwarmSpec | None = None) -> SwarmWorld:
-    if spec is None:
-        spec = draw(World(seed).child_rng("swarm-spec"))
-    return SwarmWorld(seed, spec)
+    return SwarmWorld(seed, spec_for(seed) if spec is None else spec)
 
 
 def _entries(spec: SwarmSpec) -> dict[int, list[ScheduleEntry]]:
@@ -470,8 +473,7 @@ def checks(world: World) -> list[Check]:
     early_fail = [
         i
         for i in world.enqueued
-        if rows.get(i, ("", 0))[0] == "failed"
-        and rows[i][1] < world.retry_budget[i] + 1
+        if rows.get(i, ("", 0))[0] == "failed" and rows[i][1] < world.retry_budget[i] + 1
     ]
     running = [i for i, (s, _) in rows.items() if s == "running"]
     return [
