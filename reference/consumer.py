@@ -84,6 +84,9 @@ class Consumer:
         self._slots = slots
         self._runner = runner
         self._wake = asyncio.Event()
+        # Set by the serve loop when it found every slot taken: a slot freed by a scheduled
+        # run (not one of ours, which sets _wake itself) must wake it too.
+        self._slot_wanted = asyncio.Event()
         self._running: dict[int, int] = {}  # job id -> claimed attempt
         self._waker = Waker(wiring.transport, wiring.peers, self._rng)
         self._store_failures = 0
@@ -101,6 +104,7 @@ class Consumer:
                 tasks.create_task(self._listen(doorbell), name="doorbell"),
                 tasks.create_task(self._maintain(stopping), name="queue-maintenance"),
                 tasks.create_task(self._wake_on_stop(stopping), name="stop-watch"),
+                tasks.create_task(self._wake_on_free_slot(), name="slot-watch"),
             ]
             await self._serve(stopping, tasks)
         finally:
@@ -115,6 +119,14 @@ class Consumer:
     async def _wake_on_stop(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
         self._wake.set()
+
+    async def _wake_on_free_slot(self) -> None:
+        """Wake the serve loop when a slot frees while it waits for one."""
+        while True:
+            await self._slot_wanted.wait()
+            await self._slots.wait_free()
+            self._slot_wanted.clear()
+            self._wake.set()
 
     def _recover(self) -> None:
         now = self._clock.realtime()
@@ -146,8 +158,11 @@ class Consumer:
                         await asyncio.sleep(0)  # more may be due: claim again after a yield
                         continue
                     timeout = self._until_next_due(poll)
-            # No free slot: a finishing job sets _wake. Free but nothing due: the doorbell,
-            # the next run_at, or the poll, whichever comes first.
+            else:
+                self._slot_wanted.set()
+            # No free slot: any slot freeing sets _wake (ours directly, a scheduled run's via
+            # _wake_on_free_slot). Free but nothing due: the doorbell, the next run_at, or
+            # the poll, whichever comes first.
             if timeout is None or timeout > 0:
                 try:
                     async with asyncio.timeout(timeout):
