@@ -22,6 +22,7 @@ from reference.producer import Producer
 from reference.records import JobRow, JobStatus, LogEvent, NewJob
 from reference.registry import default_registry
 from reference.runtime import QueueWiring, Runtime, Worker
+from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
 from reference.waker import Waker, socket_address
 from sim.clock import SimClock
@@ -37,6 +38,7 @@ from tests.unit.engine_jobs import (
     Sleepy,
     SyncNoop,
     run_virtual,
+    timed_job,
     wait_until,
 )
 
@@ -71,6 +73,7 @@ class Rig:
         lease: float = 60.0,
         poll: float = 5.0,
         producer_rng: random.Random | None = None,
+        entries: Sequence[ScheduleEntry] = (),
     ) -> None:
         loop = asyncio.get_running_loop()
         assert hasattr(loop, "now_ns")
@@ -104,7 +107,9 @@ class Rig:
                 poll_interval=poll,
                 lease=lease,
             )
-            self.workers[i] = Worker(runtime, index=i, concurrency=concurrency, queue=wiring)
+            self.workers[i] = Worker(
+                runtime, index=i, entries=entries, concurrency=concurrency, queue=wiring
+            )
         waker = Waker(self.fabric, self.addresses, producer_rng or random.Random(0))
         self.producer = Producer(self.store, clock=self.clock, waker=waker)
 
@@ -533,3 +538,24 @@ def test_worker_counters_and_options_round_trip(tmp_path: Path) -> None:
     snap = run_virtual(main).counters[1].snapshot()
     assert (snap.total_runs, snap.total_successes, snap.total_failures) == (2, 1, 1)
     assert snap.active_jobs == 0
+
+
+def test_queue_job_starts_when_a_scheduled_run_frees_the_shared_slot(tmp_path: Path) -> None:
+    # Concurrency 1, shared by the schedule and the queue: a queue job that arrives while a
+    # scheduled run holds the slot starts the moment that run ends, not at a later poll.
+    entry = ScheduleEntry(
+        name="sched", job_class=timed_job("sched", 8.0), every=100.0, timeout=60.0, worker=1
+    )
+
+    async def main() -> None:
+        async with Rig(tmp_path / "q.db", concurrency=1, entries=[entry]) as rig:
+            await rig.start()
+            await wait_until(lambda: bool(starts("sched")), 200)
+            await asyncio.sleep(1.0)  # the wake-up finds no free slot; the poll is 5 s off
+            rig.enqueue(Noop, "queued")
+            await wait_until(lambda: bool(starts("queued")), 60)
+            await rig.stop()
+
+    run_virtual(main)
+    (sched_end,) = JOURNAL.times("end", "sched")
+    assert starts("queued") == [pytest.approx(sched_end, abs=1e-3)]
