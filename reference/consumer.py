@@ -90,6 +90,7 @@ class Consumer:
         self._running: dict[int, int] = {}  # job id -> claimed attempt
         self._waker = Waker(wiring.transport, wiring.peers, self._rng)
         self._store_failures = 0
+        self._recovered = False
         self._serving = True
         self._drained = asyncio.Event()  # set once serving ended and no job is running
 
@@ -98,7 +99,7 @@ class Consumer:
         doorbell = await Doorbell.open(self._wiring.transport, self._wiring.address)
         helpers: list[asyncio.Task[None]] = []
         try:
-            self._recover()
+            self._recovered = self._recover()
             tasks.create_task(self._renew_leases(), name="lease-renewal")
             helpers = [
                 tasks.create_task(self._listen(doorbell), name="doorbell"),
@@ -128,10 +129,24 @@ class Consumer:
             self._slot_wanted.clear()
             self._wake.set()
 
-    def _recover(self) -> None:
+    def _recover(self) -> bool:
+        """Re-queue this worker's leftover running jobs and any expired lease; True if done.
+
+        A store error here (say, locked by a peer) must not kill the worker: it logs, and
+        the maintenance loop tries again, while leases cover the jobs meanwhile.
+        """
         now = self._clock.realtime()
-        own = self._store.requeue_running(self._index, now=now)
-        expired = self._store.requeue_expired(now=now)
+        try:
+            own = self._store.requeue_running(self._index, now=now)
+            expired = self._store.requeue_expired(now=now)
+        except StoreError as exc:
+            self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="recover")
+            logger.warning(
+                "start-up recovery failed (%s); retrying during maintenance",
+                exc,
+                extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+            )
+            return False
         if own or expired:
             logger.info(
                 "re-queued %d jobs left running by this worker and %d with expired leases",
@@ -140,6 +155,7 @@ class Consumer:
                 extra={"event": LogEvent.JOBS_REQUEUED, "worker": self._index},
             )
         self._observer.emit(LogEvent.JOBS_RECOVERED, worker=self._index, own=own, expired=expired)
+        return True
 
     async def _serve(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
         poll = self._wiring.poll_interval
@@ -368,6 +384,10 @@ class Consumer:
         every = min(self._wiring.lease / 2, PURGE_EVERY)
         since_purge = 0.0
         while not await _stopped_within(stopping, every):
+            if not self._recovered:
+                self._recovered = self._recover()
+                if self._recovered:
+                    self._wake.set()
             now = self._clock.realtime()
             since_purge += every
             try:
