@@ -144,7 +144,7 @@ class Supervisor:
                 code,
                 uptime,
                 child.backoff,
-                extra={"event": LogEvent.CHILD_RESTARTING, "worker": child.index},
+                extra={"event": LogEvent.CHILD_RESTARTING, "child": child.index},
             )
             try:
                 async with asyncio.timeout(child.backoff):
@@ -165,7 +165,7 @@ class Supervisor:
             "worker %d exited with status %d",
             child.index,
             code,
-            extra={"event": LogEvent.CHILD_EXITED, "worker": child.index},
+            extra={"event": LogEvent.CHILD_EXITED, "child": child.index},
         )
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from datetime import UTC, datetime
@@ -176,8 +177,18 @@ def _retry(store: SqliteStore, job_id: int) -> int:
     return 0
 
 
+def configure_logging() -> None:
+    """Warnings (e.g. no worker could be woken) as one plain line each on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()
     try:
         settings = resolve_queue(
             db=args.db,
