@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NoReturn
 
-from reference.counters import SEGMENT_SIZE, BufferCounters, Snapshot
+from reference.counters import FIELDS, SEGMENT_SIZE, BufferCounters, Snapshot
 from reference.errors import MetricsFileError
 
 if TYPE_CHECKING:
@@ -248,15 +248,9 @@ _PROM_METRICS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-# The table's numeric columns, in order; each is also summed into the totals row.
-_TABLE_COUNTS = (
-    "total_runs",
-    "total_successes",
-    "total_failures",
-    "total_timeouts",
-    "total_skips",
-    "active_jobs",
-)
+# The table's numeric columns, in order (the integer counters that lead the segment
+# layout); each is also summed into the totals row.
+_TABLE_COUNTS = FIELDS[:6]
 
 
 class _UsageError(Exception):

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from reference.consumer import QueueWiring
 from reference.counters import SEGMENT_SIZE, BufferCounters
+from reference.producer import Producer
 from reference.registry import default_registry
 from reference.runtime import Runtime, Worker
-from reference.waker import socket_address
+from reference.waker import Waker, socket_address
 from sim.offload import InlineOffload
 from sim.trace import HostObserver
 
@@ -44,6 +45,17 @@ class QueueSpec:
 
     def address(self, index: int) -> str:
         return self.addresses.get(index) or socket_address(SOCKET_DIR, index)
+
+
+def producer_for(world: World, store: Store, queue: QueueSpec) -> Producer:
+    """A producer 'process' on the world: its own store connection, waking over the fabric."""
+    addresses = {i: queue.address(i) for i in queue.peers}
+    return Producer(
+        store,
+        clock=world.clock,
+        waker=Waker(world.fabric, addresses, world.child_rng("producer")),
+        observer=HostObserver(world.trace, 0),
+    )
 
 
 class Host:

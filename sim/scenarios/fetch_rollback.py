@@ -16,14 +16,11 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from reference import Job
-from reference.producer import Producer
 from reference.records import LogEvent
 from reference.sqlite_store import SqliteStore
-from reference.waker import Waker
 from sim.faults import FETCH_SITES, FaultPlan, faulty_store_factory
-from sim.host import Host, QueueSpec
+from sim.host import Host, QueueSpec, producer_for
 from sim.scenario import Check, Scenario
-from sim.trace import HostObserver
 
 if TYPE_CHECKING:
     from sim.faults import Injection
@@ -71,14 +68,7 @@ async def main(world: World) -> None:
     for host in hosts:
         host.start()
     producer_store = SqliteStore(path, busy_timeout_ms=0)
-    producer = Producer(
-        producer_store,
-        clock=world.clock,
-        waker=Waker(
-            world.fabric, {i: spec.address(i) for i in spec.peers}, world.child_rng("producer")
-        ),
-        observer=HostObserver(world.trace, 0),
-    )
+    producer = producer_for(world, producer_store, spec)
     rng = world.child_rng("workload")
     try:
         for _ in range(JOBS):

@@ -14,14 +14,11 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from reference import Job
-from reference.producer import Producer
 from reference.records import LogEvent
 from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
-from reference.waker import Waker
-from sim.host import Host, QueueSpec
+from sim.host import Host, QueueSpec, producer_for
 from sim.scenario import Check, Scenario
-from sim.trace import HostObserver
 
 if TYPE_CHECKING:
     from sim.trace import Trace
@@ -91,13 +88,7 @@ async def main(world: World) -> None:
             await host.crash()
 
     store = SqliteStore(path, busy_timeout_ms=0)
-    addresses = {i: spec.address(i) for i in indexes}
-    producer = Producer(
-        store,
-        clock=world.clock,
-        waker=Waker(world.fabric, addresses, world.child_rng("producer")),
-        observer=HostObserver(world.trace, 0),
-    )
+    producer = producer_for(world, store, spec)
     try:
         for n in range(JOBS):
             if n == JOBS // 2:

@@ -20,23 +20,21 @@ from zoneinfo import ZoneInfo
 
 from reference import Job
 from reference.errors import StoreError
-from reference.producer import Producer
 from reference.records import LogEvent
 from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
 from reference.triggers import CronSchedule
-from reference.waker import Waker
 from sim import invariants
 from sim.clock import SkewProgram
 from sim.faults import FaultPlan, faulty_store_factory
-from sim.host import Host, QueueSpec
+from sim.host import Host, QueueSpec, producer_for
 from sim.scenario import Check, Scenario
-from sim.trace import HostObserver
 from sim.world import World, child_rng
 
 if TYPE_CHECKING:
     import random
 
+    from reference.producer import Producer
     from sim.faults import Injection
 
 CRONS = ("*/5 * * * *", "*/2 * * * *", "0 * * * *", "30 2 * * *")
@@ -255,12 +253,7 @@ async def main(world: World) -> None:
     for host in hosts:
         host.start()
     producer_store = SqliteStore(path, busy_timeout_ms=0, fault_hook=plan.check)
-    producer = Producer(
-        producer_store,
-        clock=world.clock,
-        waker=Waker(world.fabric, {i: queue.address(i) for i in peers}, world.child_rng("wake")),
-        observer=HostObserver(world.trace, 0),
-    )
+    producer = producer_for(world, producer_store, queue)
     span = spec.hours * 3600
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(_produce(world, producer, span))
