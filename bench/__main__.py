@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"Medians of {args.reps} repetitions; (x) = ratio to the limit in the same repetition"
-        " (rates: higher is better; latencies: lower is better)."
+        f"Medians of {args.reps} repetitions; (x) = median of the ratios to the limit taken in"
+        " each repetition (rates: higher is better; latencies: lower is better)."
     )
     for line in table(run, names):
         print(line)
