@@ -113,6 +113,20 @@ class Scheduler:
         heap.clear()
         for seq, state in enumerate(self.states):
             heapq.heappush(heap, (self._first_run(state), seq, state))
+        sleeper = _Sleeper(stopping)
+        watcher = tasks.create_task(sleeper.watch(), name="scheduler-stop-watch")
+        try:
+            await self._loop(heap, stopping, tasks, sleeper)
+        finally:
+            watcher.cancel()
+
+    async def _loop(
+        self,
+        heap: list[tuple[float, int, EntryState]],
+        stopping: asyncio.Event,
+        tasks: asyncio.TaskGroup,
+        sleeper: _Sleeper,
+    ) -> None:
         while not stopping.is_set():
             now = self._clock.monotonic()
             # Fire everything due, at most one pass over the heap before yielding, so many
@@ -130,7 +144,7 @@ class Scheduler:
                     tasks.create_task(self._run(state, stopping), name=f"entry:{state.entry.name}")
                     next_due = self.next_run(state, due)
                 heapq.heappush(heap, (next_due, seq, state))
-            await _wait(stopping, heap[0][0] - self._clock.monotonic() if heap else None)
+            await sleeper.sleep(heap[0][0] - self._clock.monotonic() if heap else None)
 
     async def _run(self, state: EntryState, stopping: asyncio.Event) -> None:
         entry = state.entry
@@ -159,15 +173,42 @@ class Scheduler:
         return f"Scheduler(entries={len(self.states)}, next_due={due})"
 
 
-async def _wait(stopping: asyncio.Event, delay: float | None) -> None:
-    """Sleep `delay` seconds (None: until stopped), returning early when `stopping` is set."""
-    if delay is None:
-        await stopping.wait()
-    elif delay <= 0:
-        await asyncio.sleep(0)
-    else:
+class _Sleeper:
+    """Sleeps until a deadline or until `stopping` is set, cheaply.
+
+    The hot path of a large schedule is this sleep (once per firing pass), so it is one
+    future and one timer handle; a single watcher task turns `stopping` into a wake-up,
+    instead of an `asyncio.timeout` context and an `Event.wait` future per sleep.
+    """
+
+    __slots__ = ("_stopping", "_waiter")
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self._stopping = stopping
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def watch(self) -> None:
+        await self._stopping.wait()
+        _release(self._waiter)
+
+    async def sleep(self, delay: float | None) -> None:
+        """Sleep `delay` seconds (None: until stopped); return early once stopping."""
+        if delay is not None and delay <= 0:
+            await asyncio.sleep(0)
+            return
+        if self._stopping.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        handle = None if delay is None else loop.call_later(delay, _release, waiter)
         try:
-            async with asyncio.timeout(delay):
-                await stopping.wait()
-        except TimeoutError:
-            pass
+            await waiter
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+
+def _release(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
