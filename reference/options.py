@@ -7,9 +7,10 @@ keys raise `ValueError`, wrong types `TypeError`, at enqueue.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from reference.errors import InvalidOptionError, OptionTypeError
@@ -56,15 +57,24 @@ class JobOptions:
         return cls().merged(raw)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        """Canonical JSON (sorted keys) of every field, as stored with each job."""
+        fields = {
+            "backoff": self.backoff,
+            "jitter": self.jitter,
+            "retry": self.retry,
+            "retry_delay": self.retry_delay,
+            "timeout": self.timeout,
+        }
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> JobOptions:
-        """Read options back from the store; re-validated, since the file is outside our control."""
-        raw = json.loads(text) if text else {}
-        if not isinstance(raw, dict):
-            raise OptionTypeError("stored options must be a JSON object")
-        return cls.parse(raw)
+        """Read options back from the store; re-validated, since the file is outside our control.
+
+        Cached by text: most jobs of a class share one options string, and the result is
+        immutable.
+        """
+        return _from_json(text)
 
     def retry_delay_for(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before the retry that follows failed run number `attempt` (1-based).
@@ -132,3 +142,11 @@ def _validate(raw: Mapping[str, object]) -> dict[str, Any]:
 
 
 _FIELDS = frozenset(JobOptions.__dataclass_fields__)
+
+
+@functools.lru_cache(maxsize=256)
+def _from_json(text: str) -> JobOptions:
+    raw = json.loads(text) if text else {}
+    if not isinstance(raw, dict):
+        raise OptionTypeError("stored options must be a JSON object")
+    return JobOptions.parse(raw)

@@ -1,9 +1,9 @@
 """The producer: validate a job's arguments and options, store it, then wake one worker.
 
 Layer 2 (engine) over the `Store` protocol and the `Waker`. Arguments must survive a JSON
-round trip unchanged (a tuple, a set, a non-string dict key or NaN raise `PayloadError`, a
-`TypeError`, and nothing is stored). The wake-up comes after the row is committed, so a
-woken worker always finds it; transport trouble never reaches the caller.
+round trip unchanged (a tuple, a set, a non-string dict key, NaN or any other object raise
+`PayloadError`, a `TypeError`, and nothing is stored). The wake-up comes after the row is
+committed, so a woken worker always finds it; transport trouble never reaches the caller.
 """
 
 from __future__ import annotations
@@ -40,28 +40,44 @@ def encode_args(args: Sequence[object]) -> str:
     Raises:
         PayloadError: an argument is not plain JSON (names its position).
     """
-    values = list(args)
-    try:
-        text = json.dumps(values, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(_which(values, str(exc))) from None
-    if json.loads(text) != values:  # tuples, non-str keys: silently changed by dumps
-        raise PayloadError(_which(values, "it does not survive a JSON round trip unchanged"))
-    return text
-
-
-def _which(values: list[object], reason: str) -> str:
-    for i, value in enumerate(values):
-        try:
-            ok = json.loads(json.dumps(value, allow_nan=False)) == value
-        except (TypeError, ValueError):
-            ok = False
-        if not ok or (isinstance(value, float) and not math.isfinite(value)):
-            return (
-                f"argument {i} ({type(value).__name__}) is not JSON: {reason}; job arguments "
+    if not args:
+        return "[]"
+    for i, value in enumerate(args):
+        problem = _not_json(value)
+        if problem is not None:
+            raise PayloadError(
+                f"argument {i} ({type(value).__name__}) is not JSON: {problem}; job arguments "
                 "must be JSON values (str, int, float, bool, None, list, dict with str keys)"
             )
-    return f"job arguments are not JSON: {reason}"
+    return json.dumps(list(args), separators=(",", ":"))
+
+
+def _not_json(value: object) -> str | None:
+    """Why `value` would not survive a JSON round trip unchanged, or None if it would.
+
+    A type walk rather than dumps-then-loads: it is the hot path of every enqueue, and it
+    names the offending part (a tuple comes back a list, an int key comes back a str).
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return None
+    if kind is float:
+        return None if math.isfinite(value) else f"{value!r} has no JSON form"  # type: ignore[arg-type]
+    if kind is list:
+        for item in value:  # type: ignore[attr-defined]
+            problem = _not_json(item)
+            if problem is not None:
+                return problem
+        return None
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return f"dict key {key!r} is not a str"
+            problem = _not_json(item)
+            if problem is not None:
+                return problem
+        return None
+    return f"a {kind.__name__} value"
 
 
 class Producer:
@@ -81,7 +97,8 @@ class Producer:
         self._clock = clock
         self._waker = waker
         self._observer = observer
-        self._options_cache: dict[type[Job], JobOptions] = {}
+        # Per class: (registered name, class options, their JSON), built once.
+        self._options_cache: dict[type[Job], tuple[str, JobOptions, str]] = {}
 
     @property
     def store(self) -> Store:
@@ -95,11 +112,17 @@ class Producer:
         now: float,
         run_at: float,
     ) -> NewJob:
-        base = self._options_cache.get(cls)
-        if base is None:
-            base = self._options_cache[cls] = JobOptions.parse(cls.options)
-        merged = base.merged(options)
-        return NewJob(job_name(cls), encode_args(args), merged.to_json(), run_at, now)
+        cached = self._options_cache.get(cls)
+        if cached is None:
+            base = JobOptions.parse(cls.options)
+            cached = self._options_cache[cls] = (job_name(cls), base, base.to_json())
+        name, base, base_json = cached
+        if options:
+            merged = base.merged(options)
+            options_json = base_json if merged is base else merged.to_json()
+        else:
+            options_json = base_json
+        return NewJob(name, encode_args(args), options_json, run_at, now)
 
     def enqueue(
         self,
@@ -149,12 +172,13 @@ class Producer:
         except Exception:  # a bug in a transport must not fail an enqueue that committed
             logger.exception("wake-up failed", extra={"event": LogEvent.WAKE_ERROR})
             return
-        self._observer.emit(
-            LogEvent.WAKE_SENT,
-            woken=report.woken,
-            attempts=len(report.attempts),
-            path=" ".join(f"{index}:{result.value}" for index, result in report.attempts),
-        )
+        if self._observer is not NULL_OBSERVER:
+            self._observer.emit(
+                LogEvent.WAKE_SENT,
+                woken=report.woken,
+                attempts=len(report.attempts),
+                path=" ".join(f"{index}:{result.value}" for index, result in report.attempts),
+            )
 
     def __repr__(self) -> str:
         return f"Producer(store={self._store!r}, waker={self._waker!r})"
