@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("reference.worker")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(worker)s] %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process_tag)s] %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,15 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _WorkerTag(logging.Filter):
-    """Puts the worker index (or 'supervisor') on every record, for the log format."""
+    """Tags every record with this process ('worker N' or 'supervisor') for the format.
+
+    A separate attribute, not `worker`: records carry `extra={"worker": ...}` for their
+    structured fields, and the tag must say which process wrote the line.
+    """
 
     def __init__(self, tag: str) -> None:
         super().__init__()
         self.tag = tag
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "worker"):
-            record.worker = self.tag
+        record.process_tag = self.tag
         return True
 
 
