@@ -38,7 +38,14 @@ if TYPE_CHECKING:
     from sim.faults import Injection
 
 CRONS = ("*/5 * * * *", "*/2 * * * *", "0 * * * *", "30 2 * * *")
-STORE_FAULT_SITES = ("fetch.after_begin", "fetch.statement", "fetch.before_commit", "complete")
+STORE_FAULT_SITES = (
+    "fetch.after_begin",
+    "fetch.statement",
+    "fetch.before_commit",
+    "complete",
+    "enqueue",
+    "enqueue_many.before_commit",
+)
 DRAIN_DEADLINE = 4 * 3600.0
 RESTART_AFTER = 20.0
 
