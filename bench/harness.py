@@ -231,6 +231,13 @@ def module_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def producer_argv(module: str, mode: str, root: Path, n: int, batch: int, *extra: str) -> list[str]:
+    """The command line of a system's producer process (`python -m MODULE produce MODE ...`)."""
+    return module_argv(
+        module, "produce", mode, "--root", str(root), "--n", str(n), "--batch", str(batch), *extra
+    )
+
+
 def run_producer(
     argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
 ) -> dict[str, object]:

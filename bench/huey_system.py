@@ -69,17 +69,7 @@ class HueySystem:
         pass  # SqliteHuey creates its tables on first use, in the producer
 
     def producer_argv(self, mode: str, root: Path, n: int, batch: int) -> list[str]:
-        return harness.module_argv(
-            "bench.huey_system",
-            "produce",
-            mode,
-            "--root",
-            str(root),
-            "--n",
-            str(n),
-            "--batch",
-            str(batch),
-        )
+        return harness.producer_argv("bench.huey_system", mode, root, n, batch)
 
     def sink_paths(self, root: Path) -> list[str]:
         return []  # huey's consumer polls; a producer wakes nobody

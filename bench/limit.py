@@ -66,17 +66,7 @@ class LimitSystem:
         SqliteStore.create_schema(db_path(root))
 
     def producer_argv(self, mode: str, root: Path, n: int, batch: int) -> list[str]:
-        return harness.module_argv(
-            "bench.limit",
-            "produce",
-            mode,
-            "--root",
-            str(root),
-            "--n",
-            str(n),
-            "--batch",
-            str(batch),
-        )
+        return harness.producer_argv("bench.limit", mode, root, n, batch)
 
     def sink_paths(self, root: Path) -> list[str]:
         return [socket_path(root, i) for i in range(1, CONSUMERS + 1)]

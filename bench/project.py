@@ -50,16 +50,12 @@ class ProjectSystem:
         socket_dir(root).mkdir(mode=0o700)
 
     def producer_argv(self, mode: str, root: Path, n: int, batch: int) -> list[str]:
-        return harness.module_argv(
+        return harness.producer_argv(
             "bench.project",
-            "produce",
             mode,
-            "--root",
-            str(root),
-            "--n",
-            str(n),
-            "--batch",
-            str(batch),
+            root,
+            n,
+            batch,
             "--workers",
             str(self.workers),
         )
