@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL
 from reference.errors import ConfigError
+from reference.metrics import default_metrics_path
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -24,11 +24,6 @@ DEFAULT_WORKERS = 1
 DEFAULT_DB_PATH = os.path.join("tmp", "queue.db")
 DEFAULT_SOCKET_DIR = os.path.join("tmp", "sockets")
 METRICS_OFF = frozenset({"", "off", "none", "0"})
-
-
-def default_metrics_path() -> str:
-    """Where metrics live unless told otherwise: the system temp dir."""
-    return os.path.join(tempfile.gettempdir(), "reference-metrics.bin")
 
 
 def process_environ() -> Mapping[str, str]:

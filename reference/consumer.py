@@ -250,14 +250,14 @@ class Consumer:
             options = JobOptions.from_json(row.options)
         except (UnknownJobError, ValueError, TypeError) as exc:
             # Not runnable in this process, now or on a retry: fail it for good, clearly.
-            await self._settle_failure(row, describe_error(exc), retry_at=None, label=label)
+            await self._settle(row, label, describe_error(exc), None)
             return
         result = await self._runner.run(job_cls, args, time_limit=options.timeout, label=label)
         if result.outcome is Outcome.SUCCESS:
             await self._settle(row, label, None, None)
             return
         retry_at = self.retry_at(row, options)
-        await self._settle_failure(row, result.error or "unknown error", retry_at, label)
+        await self._settle(row, label, result.error or "unknown error", retry_at)
 
     def retry_at(self, row: JobRow, options: JobOptions) -> float | None:
         """When a failed run is retried, or None once its retries are spent.
@@ -268,11 +268,6 @@ class Consumer:
         if row.attempts > options.retry:
             return None
         return self._clock.realtime() + options.retry_delay_for(row.attempts, self._rng)
-
-    async def _settle_failure(
-        self, row: JobRow, error: str, retry_at: float | None, label: str
-    ) -> None:
-        await self._settle(row, label, error, retry_at)
 
     async def _settle(
         self, row: JobRow, label: str, error: str | None, retry_at: float | None

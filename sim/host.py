@@ -58,6 +58,18 @@ def producer_for(world: World, store: Store, queue: QueueSpec) -> Producer:
     )
 
 
+async def drain(store: Store, *, deadline: float, step: float) -> float:
+    """Wait until nothing is pending or running (or `deadline` virtual s); return the wait."""
+    waited = 0.0
+    while waited < deadline:
+        stats = store.stats()
+        if stats.pending == 0 and stats.running == 0:
+            break
+        await asyncio.sleep(step)
+        waited += step
+    return waited
+
+
 class Host:
     """One worker 'process' in the world; `start`, `stop`, `crash`, `restart`."""
 

@@ -19,7 +19,7 @@ from reference import Job
 from reference.records import LogEvent
 from reference.sqlite_store import SqliteStore
 from sim.faults import FETCH_SITES, FaultPlan, faulty_store_factory
-from sim.host import Host, QueueSpec, producer_for
+from sim.host import Host, QueueSpec, drain, producer_for
 from sim.scenario import Check, Scenario
 
 if TYPE_CHECKING:
@@ -78,13 +78,7 @@ async def main(world: World) -> None:
             producer.enqueue(RollbackWork, (round(seconds, 3), rng.random() < 0.1), options=None)
         plan.quiesce()
         world.emit("faults_quiesced")
-        waited = 0.0
-        while waited < DRAIN_DEADLINE:
-            stats = producer_store.stats()
-            if stats.pending == 0 and stats.running == 0:
-                break
-            await asyncio.sleep(10)
-            waited += 10
+        waited = await drain(producer_store, deadline=DRAIN_DEADLINE, step=10)
         world.emit("drain_wait_over", waited=waited)
     finally:
         producer_store.close()

@@ -17,7 +17,7 @@ from reference import Job
 from reference.records import LogEvent
 from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
-from sim.host import Host, QueueSpec, producer_for
+from sim.host import Host, QueueSpec, drain, producer_for
 from sim.scenario import Check, Scenario
 
 if TYPE_CHECKING:
@@ -108,13 +108,7 @@ async def main(world: World) -> None:
             free = _free_live(hosts)
             job_id = producer.enqueue(RingWork, (round(rng.uniform(0, 2), 3),), options=None)
             world.emit("enqueued", job_id=job_id, free_live=free)
-        waited = 0
-        while waited < 600:
-            stats = store.stats()
-            if stats.pending == 0 and stats.running == 0:
-                break
-            await asyncio.sleep(5)
-            waited += 5
+        await drain(store, deadline=600, step=5)
     finally:
         store.close()
         for host in hosts:

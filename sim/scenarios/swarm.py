@@ -27,7 +27,7 @@ from reference.triggers import CronSchedule
 from sim import invariants
 from sim.clock import SkewProgram
 from sim.faults import FaultPlan, faulty_store_factory
-from sim.host import Host, QueueSpec, producer_for
+from sim.host import Host, QueueSpec, drain, producer_for
 from sim.scenario import Check, Scenario
 from sim.world import World, child_rng
 
@@ -274,13 +274,7 @@ async def main(world: World) -> None:
         if not host.alive:
             host.start()
     world.emit("liveness_phase")
-    waited = 0.0
-    while waited < DRAIN_DEADLINE:
-        stats = producer_store.stats()
-        if stats.pending == 0 and stats.running == 0:
-            break
-        await asyncio.sleep(15)
-        waited += 15
+    await drain(producer_store, deadline=DRAIN_DEADLINE, step=15)
     producer_store.close()
     for host in hosts:
         # Scheduled entries may still be mid-run; a graceful stop waits for them.
