@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -23,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import harness, huey_system, sched_bench
+from bench import arq_system, harness, huey_system, procrastinate_system, rq_system, sched_bench
 from bench.harness import BenchError, median, quantile
 from bench.limit import LimitSystem
 from bench.project import ProjectSystem
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bench.harness import System
 
 RESULTS = Path(__file__).with_name("results.json")
@@ -172,23 +173,25 @@ def fmt(value: float, unit: str) -> str:
 
 
 def table(run: Run, systems: list[str]) -> list[str]:
-    width = 22
-    head = f"{'workload':<27}{'figure':<14}" + "".join(f"{s:>{width}}" for s in systems)
-    lines = [head + f"  {'project target':<16}", "-" * (len(head) + 18)]
-    last_workload = ""
-    for m in METRICS:
-        cells = []
-        for s in systems:
-            got = run.medians(key_of(m), s)
-            cells.append(
-                f"{'-':>{width}}"
-                if got is None
-                else f"{fmt(got[0], m.unit) + f' ({got[1]:.2f}x)':>{width}}"
-            )
-        workload = m.workload if m.workload != last_workload else ""
-        last_workload = m.workload
-        lines.append(f"{workload:<27}{m.name:<14}" + "".join(cells) + f"  {m.target}")
-    return lines
+    """One block per workload: a row per system, a column per figure, with its ratio."""
+    width = 20
+    lines = []
+    workloads = list(dict.fromkeys(m.workload for m in METRICS))
+    for workload in workloads:
+        metrics = [m for m in METRICS if m.workload == workload]
+        head = f"{workload:<27}" + "".join(f"{m.name:>{width}}" for m in metrics)
+        targets = "; ".join(f"{m.name} {m.target}" for m in metrics if m.target)
+        lines.append(head + (f"   project target: {targets}" if targets else ""))
+        for system in systems:
+            cells = []
+            for m in metrics:
+                got = run.medians(key_of(m), system)
+                shown = "-" if got is None else f"{fmt(got[0], m.unit)} ({got[1]:.2f}x)"
+                cells.append(f"{shown:>{width}}")
+            if any(c.strip() != "-" for c in cells):
+                lines.append(f"  {system:<25}" + "".join(cells))
+        lines.append("")
+    return lines[:-1]
 
 
 def verdicts(run: Run, projects: list[str]) -> list[str]:
@@ -231,18 +234,13 @@ def machine() -> dict[str, object]:
     }
 
 
-def service_up(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-        return True
-    return False
-
-
-def skipped_systems() -> dict[str, str]:
-    """arq, rq and procrastinate are not implemented here; say why, and what is running."""
-    redis = "Redis is up on :6379" if service_up(6379) else "no Redis on :6379"
-    pg = "PostgreSQL is up on :5432" if service_up(5432) else "no PostgreSQL on :5432"
-    why = "not implemented in bench/ (not in the `bench` extra; see the README's Performance)"
-    return {"arq": f"{why}; {redis}", "rq": f"{why}; {redis}", "procrastinate": f"{why}; {pg}"}
+# The other queues, in table order: (name, why it cannot run here or None, constructor).
+PEERS: tuple[tuple[str, Callable[[], str | None], Callable[[], System]], ...] = (
+    ("huey", huey_system.available, huey_system.HueySystem),
+    ("arq", arq_system.available, arq_system.ArqSystem),
+    ("rq", rq_system.available, rq_system.RqSystem),
+    ("procrastinate", procrastinate_system.available, procrastinate_system.ProcrastinateSystem),
+)
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -257,25 +255,36 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="W3 with 50 jobs, smaller scheduler bench, no sim run"
     )
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma list (default all)")
+    parser.add_argument(
+        "--systems",
+        default="limit,project," + ",".join(name for name, _, _ in PEERS),
+        help="comma list of systems (default all; the limit always runs, as the baseline)",
+    )
     parser.add_argument("--no-sched", action="store_true", help="skip the scheduler bench")
     parser.add_argument("--json", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args(argv)
     workloads = {w.strip().upper() for w in args.workloads.split(",")}
     pickup_jobs = 50 if args.quick else harness.PICKUP_JOBS
 
-    systems: list[System] = [LimitSystem()]
-    skipped = {}
-    why_not_huey = huey_system.available()
-    if why_not_huey is None:
-        systems.append(huey_system.HueySystem())
-    else:
-        skipped["huey"] = why_not_huey
-    projects = [ProjectSystem(2, 2), ProjectSystem(1, 2)]
+    chosen = {w.strip().lower() for w in args.systems.split(",")}
+    unknown = chosen - {"limit", "project", *(name for name, _, _ in PEERS)}
+    if unknown:
+        parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    systems: list[System] = [LimitSystem()]  # the baseline, always, and first
+    projects = [ProjectSystem(2, 2), ProjectSystem(1, 2)] if "project" in chosen else []
     systems.extend(projects)
-    skipped.update(skipped_systems())
+    skipped: dict[str, str] = {}
+    for name, available, make in PEERS:
+        if name not in chosen:
+            continue
+        why_not = available()
+        if why_not is None:
+            systems.append(make())
+        else:
+            skipped[name] = why_not
     names = [s.name for s in systems]
     # W1 does not depend on the number of workers: one project producer row is enough.
-    w1_systems = [s for s in systems if s is not projects[1]]
+    w1_systems = [s for s in systems if not projects or s is not projects[1]]
 
     info = machine()
     print(
@@ -326,10 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     print("Durability and settings:")
     durability = {s.name: s.durability() for s in systems}
     for name, text in durability.items():
-        print(f"  {name:<12} {text}")
-    print("Skipped:")
+        print(f"  {name:<14} {text}")
+    print("Skipped:" + ("" if skipped else " none"))
     for name, why in skipped.items():
-        print(f"  {name:<12} {why}")
+        print(f"  {name:<14} {why}")
     print("Targets (project, medians):")
     for line in verdicts(run, [p.name for p in projects]):
         print(line)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
 BOUND = 60.0  # seconds: the most any wait in a benchmark may take before it is a failure
@@ -78,16 +78,7 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-# -- ledgers: one line per job start, "<enqueued_at> <started_at>", written by the job --------
-
-
-def write_stamp(ledger: str, enqueued_at: float, started_at: float) -> None:
-    """Append one "<enqueued_at> <started_at>" line with a single O_APPEND write."""
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, f"{enqueued_at!r} {started_at!r}\n".encode())
-    finally:
-        os.close(fd)
+# -- ledgers: one line per job start, written by the job with `bench.stamp.write_stamp` ------
 
 
 def read_ledger(ledger: Path) -> list[tuple[float, float]]:
@@ -297,6 +288,20 @@ def timed_calls(call: Callable[[int], object], count: int) -> dict[str, object]:
     return {"elapsed": clock() - start, "calls": costs}
 
 
+async def timed_calls_async(
+    call: Callable[[int], Awaitable[object]], count: int
+) -> dict[str, object]:
+    """`timed_calls` for an asyncio producer: time `await call(i)` on the running loop."""
+    costs = [0.0] * count
+    clock = time.perf_counter
+    start = clock()
+    for i in range(count):
+        t0 = clock()
+        await call(i)
+        costs[i] = clock() - t0
+    return {"elapsed": clock() - start, "calls": costs}
+
+
 def paced(
     enqueue: Callable[[float], object], count: int, every: float, ledger: Path
 ) -> dict[str, object]:
@@ -315,6 +320,13 @@ def paced(
         if delay > 0:
             time.sleep(delay)
     return {"elapsed": time.monotonic() - start}
+
+
+def producer_main(produce: Callable[[Sequence[str]], int], module: str) -> int:
+    """The `__main__` of a system module: `python -m MODULE produce MODE --root DIR --n N`."""
+    if sys.argv[1:2] != ["produce"]:
+        raise SystemExit(f"usage: python -m {module} produce MODE --root DIR --n N")
+    return produce(sys.argv[2:])
 
 
 def emit(result: Mapping[str, object]) -> None:

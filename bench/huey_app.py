@@ -10,19 +10,19 @@ from __future__ import annotations
 import os
 import time
 
-from huey import SqliteHuey  # type: ignore[import-untyped]
+from huey import SqliteHuey
 
-from bench.harness import write_stamp
+from bench.stamp import write_stamp
 
 huey = SqliteHuey("bench", filename=os.environ["BENCH_HUEY_DB"])
 
 
-@huey.task()  # type: ignore[untyped-decorator]
+@huey.task()
 def noop() -> None:
     """Do nothing (W1)."""
 
 
-@huey.task()  # type: ignore[untyped-decorator]
+@huey.task()
 def drain_job(i: int, n: int, ledger: str) -> None:
     """Do nothing, but stamp the first job's start and the last two jobs' ends (W2).
 
@@ -33,7 +33,7 @@ def drain_job(i: int, n: int, ledger: str) -> None:
         write_stamp(ledger, float(i), time.time())
 
 
-@huey.task()  # type: ignore[untyped-decorator]
+@huey.task()
 def stamp(ledger: str, enqueued_at: float) -> None:
     """Record this task's start next to its enqueue time (W3)."""
     write_stamp(ledger, enqueued_at, time.time())

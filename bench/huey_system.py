@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +48,7 @@ class HueySystem:
         """What SqliteHuey actually runs with, read back from a fresh database."""
         import tempfile
 
-        from huey import SqliteHuey  # type: ignore[import-untyped]
+        from huey import SqliteHuey
 
         with tempfile.TemporaryDirectory(prefix="bh-") as tmp:
             storage = SqliteHuey("probe", filename=os.path.join(tmp, "probe.db")).storage
@@ -118,6 +117,4 @@ def produce(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["produce"]:
-        raise SystemExit("usage: python -m bench.huey_system produce MODE --root DIR --n N")
-    raise SystemExit(produce(sys.argv[2:]))
+    raise SystemExit(harness.producer_main(produce, "bench.huey_system"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import write_stamp
+from bench.stamp import write_stamp
 from reference import Job
 
 

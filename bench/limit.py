@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import harness
+from bench import harness, stamp
 from reference import sqlite_store
 from reference.sqlite_store import SqliteStore
 
@@ -190,7 +190,7 @@ def consume(root: str, index: int) -> None:
             if row[1] == STAMP:
                 started = time.time()
                 ledger, enqueued_at = json.loads(row[2])
-                harness.write_stamp(ledger, enqueued_at, started)
+                stamp.write_stamp(ledger, enqueued_at, started)
             conn.execute(complete, (time.time(), row[0], row[7]))
     finally:
         sock.close()

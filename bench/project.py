@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -131,6 +130,4 @@ def produce(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["produce"]:
-        raise SystemExit("usage: python -m bench.project produce MODE --root DIR --n N")
-    raise SystemExit(produce(sys.argv[2:]))
+    raise SystemExit(harness.producer_main(produce, "bench.project"))
