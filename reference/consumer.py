@@ -93,10 +93,13 @@ class Consumer:
         self._recovered = False
         self._serving = True
         self._drained = asyncio.Event()  # set once serving ended and no job is running
+        self._stopping = asyncio.Event()  # replaced by run()'s; unset until then
+        self._tasks: asyncio.TaskGroup | None = None  # run()'s: where claimed jobs run
 
     async def run(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
         """Serve the queue until `stopping`; job runs are tasks owned by `tasks`."""
         doorbell = await Doorbell.open(self._wiring.transport, self._wiring.address)
+        self._stopping, self._tasks = stopping, tasks
         helpers: list[asyncio.Task[None]] = []
         try:
             self._recovered = self._recover()
@@ -228,19 +231,27 @@ class Consumer:
         tasks.create_task(self._execute(row), name=f"job:{row.id}")
 
     async def _execute(self, row: JobRow) -> None:
+        follow: list[JobRow] = []
         try:
-            await self._execute_claimed(row)
+            follow = await self._execute_claimed(row)
         finally:
             self._running.pop(row.id, None)
             self._slots.release()
-            self._wake.set()
+            # Jobs claimed with this one's completion take the slots it and its peers
+            # freed; no await since the claim, so those slots are still free.
+            if follow and self._tasks is not None:  # _refill() claims nothing without it
+                for claimed in follow:
+                    self._start(claimed, self._tasks)
+            if not follow or self._slots.free:
+                self._wake.set()  # the serve loop fetches (or finds the queue empty)
             self._check_drained()
 
     def _check_drained(self) -> None:
         if not self._serving and not self._running:
             self._drained.set()
 
-    async def _execute_claimed(self, row: JobRow) -> None:
+    async def _execute_claimed(self, row: JobRow) -> list[JobRow]:
+        """Run one claimed job and record its outcome; return the jobs claimed with it."""
         label = f"{row.name}#{row.id}"
         try:
             job_cls = self._registry.resolve(row.name)
@@ -250,14 +261,12 @@ class Consumer:
             options = JobOptions.from_json(row.options)
         except (UnknownJobError, ValueError, TypeError) as exc:
             # Not runnable in this process, now or on a retry: fail it for good, clearly.
-            await self._settle(row, label, describe_error(exc), None)
-            return
+            return await self._settle(row, label, describe_error(exc), None)
         result = await self._runner.run(job_cls, args, time_limit=options.timeout, label=label)
         if result.outcome is Outcome.SUCCESS:
-            await self._settle(row, label, None, None)
-            return
+            return await self._settle(row, label, None, None)
         retry_at = self.retry_at(row, options)
-        await self._settle(row, label, result.error or "unknown error", retry_at)
+        return await self._settle(row, label, result.error or "unknown error", retry_at)
 
     def retry_at(self, row: JobRow, options: JobOptions) -> float | None:
         """When a failed run is retried, or None once its retries are spent.
@@ -269,14 +278,40 @@ class Consumer:
             return None
         return self._clock.realtime() + options.retry_delay_for(row.attempts, self._rng)
 
+    def _refill(self) -> int:
+        """How many jobs a completion may claim: the slots free once its own is released.
+
+        0 while stopping or after serving ended (a graceful stop claims nothing new), and
+        while a scheduled run waits for a slot (the released one is handed to it).
+        """
+        if not self._serving or self._stopping.is_set() or self._tasks is None:
+            return 0
+        return self._slots.free_after_release()
+
     async def _settle(
         self, row: JobRow, label: str, error: str | None, retry_at: float | None
-    ) -> None:
-        """Write the run's outcome, retrying a failing store a few times."""
+    ) -> list[JobRow]:
+        """Write the run's outcome, retrying a failing store a few times.
+
+        A success is written together with the claim of the next jobs (one transaction
+        instead of two); those jobs are returned for the caller to start. A retry after a
+        store error writes the outcome alone and leaves claiming to the serve loop.
+        """
         for attempt in range(SETTLE_TRIES):
             now = self._clock.realtime()
+            follow: list[JobRow] = []
             try:
-                if error is None:
+                if error is None and attempt == 0 and (limit := self._refill()):
+                    ok, follow = self._store.complete_and_fetch(
+                        row.id,
+                        attempt=row.attempts,
+                        now=now,
+                        worker=self._index,
+                        lease=self._wiring.lease,
+                        limit=limit,
+                    )
+                    self._observer.emit(LogEvent.FETCH, worker=self._index, claimed=len(follow))
+                elif error is None:
                     ok = self._store.complete(row.id, attempt=row.attempts, now=now)
                 else:
                     ok = self._store.fail(
@@ -295,12 +330,13 @@ class Consumer:
                 await asyncio.sleep(STORE_BACKOFF_MIN * 2**attempt)
                 continue
             self._report(row, label, error, retry_at, ok)
-            return
+            return follow
         logger.error(
             "could not record the outcome of %s; its lease will expire and it will run again",
             label,
             extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
         )
+        return []
 
     def _report(
         self, row: JobRow, label: str, error: str | None, retry_at: float | None, ok: bool

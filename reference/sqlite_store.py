@@ -380,6 +380,27 @@ class SqliteStore:
         """Mark claim `attempt` of a running job done; False if the claim was superseded."""
         return self._write("complete", _COMPLETE, (now, job_id, attempt)) == 1
 
+    def complete_and_fetch(
+        self, job_id: int, *, attempt: int, now: float, worker: int, lease: float, limit: int
+    ) -> tuple[bool, list[JobRow]]:
+        """`complete`, then claim up to `limit` due jobs, in one `BEGIN IMMEDIATE` transaction."""
+        return self._transaction(
+            self._complete_then_claim, "complete_fetch", job_id, attempt, now, worker, lease, limit
+        )
+
+    def _complete_then_claim(
+        self,
+        conn: sqlite3.Connection,
+        job_id: int,
+        attempt: int,
+        now: float,
+        worker: int,
+        lease: float,
+        limit: int,
+    ) -> tuple[bool, list[JobRow]]:
+        done = conn.execute(_COMPLETE, (now, job_id, attempt)).rowcount == 1
+        return done, self._claim(conn, worker, now, lease, limit)
+
     def fail(
         self, job_id: int, error: str, *, attempt: int, retry_at: float | None, now: float
     ) -> bool:

@@ -55,6 +55,17 @@ class Store(Protocol):
         """Mark claim `attempt` of a running job done; False if the claim was superseded."""
         ...
 
+    def complete_and_fetch(
+        self, job_id: int, *, attempt: int, now: float, worker: int, lease: float, limit: int
+    ) -> tuple[bool, list[JobRow]]:
+        """`complete`, then `fetch_due(worker, limit=limit)`, in one transaction.
+
+        A busy worker's hot path: the slot a job frees is refilled in the same write that
+        records its outcome, so draining a queue costs one transaction per job, not two.
+        All or nothing: on any error neither the completion nor a claim is kept.
+        """
+        ...
+
     def fail(
         self, job_id: int, error: str, *, attempt: int, retry_at: float | None, now: float
     ) -> bool:

@@ -34,14 +34,24 @@ STORE_SITES = (
     "fetch.before_commit",
     "commit",
     "complete",
+    "complete_fetch.after_begin",
+    "complete_fetch.before_commit",
     "fail",
     "renew",
     "requeue",
     "purge",
     "retry",
 )
-# The sites the 0.6.1 fetch-rollback regression lives at: errors inside BEGIN ... COMMIT.
-FETCH_SITES = ("fetch.after_begin", "fetch.statement", "fetch.before_commit", "commit")
+# The sites the 0.6.1 fetch-rollback regression lives at: errors inside BEGIN ... COMMIT of
+# a claim, alone (fetch) or with the completion that freed its slot (complete_fetch).
+FETCH_SITES = (
+    "fetch.after_begin",
+    "fetch.statement",
+    "fetch.before_commit",
+    "complete_fetch.after_begin",
+    "complete_fetch.before_commit",
+    "commit",
+)
 
 
 class FaultKind(StrEnum):

@@ -54,6 +54,23 @@ def no_self_overlap(trace: Trace, labels: set[str] | None = None) -> Check:
     return Check("entry never overlaps itself", True)
 
 
+def per_host_concurrency(trace: Trace, limit: int) -> Check:
+    """No host ever runs more than `limit` jobs at once, scheduled and queued together."""
+    depth: dict[int, int] = defaultdict(int)
+    worst = 0
+    for r in trace.records:
+        if r.event == "host_crash":
+            depth[int(str(r.get("host")))] = 0
+        elif r.event == LogEvent.JOB_STARTED.value:
+            depth[r.host] += 1
+            worst = max(worst, depth[r.host])
+        elif r.event in ENDS:
+            depth[r.host] -= 1
+    return Check(
+        f"running jobs <= concurrency ({limit}) per worker", worst <= limit, f"max {worst}"
+    )
+
+
 def skip_spacing(trace: Trace, period: dict[str, float], slack: float = 0.1) -> Check:
     """Two skips of one entry are never closer than its period (the 0.6.0 busy loop)."""
     last: dict[str, int] = {}

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from reference.options import JobOptions
     from reference.records import JobRow
     from reference.scheduler import EntryState, Scheduler
+    from reference.sqlite_store import SqliteStore
     from reference.waker import Waker
 
 
@@ -127,6 +128,30 @@ async def _no_lease_renewal(self: Consumer) -> None:
     await self._drained.wait()
 
 
+def _refill_ignores_waiting_runs(self: Consumer) -> int:
+    # Counts the slot a finished job frees as free even when a waiting scheduled run is
+    # about to be handed it: the consumer claims more jobs than it has slots for.
+    if not self._serving or self._stopping.is_set() or self._tasks is None:
+        return 0
+    return self._slots.free + 1
+
+
+def _complete_then_fetch_apart(
+    self: SqliteStore,
+    job_id: int,
+    *,
+    attempt: int,
+    now: float,
+    worker: int,
+    lease: float,
+    limit: int,
+) -> tuple[bool, list[JobRow]]:
+    # Two transactions: a failed claim leaves the completion committed, so the retry of
+    # the completion finds its claim gone and reports it superseded.
+    done = self.complete(job_id, attempt=attempt, now=now)
+    return done, self.fetch_due(worker, now=now, lease=lease, limit=limit)
+
+
 _FETCH_ANY_TIME = reference.sqlite_store._FETCH.replace("run_at <= ?", "? IS NOT NULL")
 
 
@@ -193,6 +218,20 @@ MUTANTS: tuple[Mutant, ...] = (
         restores="fetch claims pending jobs that are not yet due",
         caught_by=("fetch_error_rollback",),
         replacement=_FETCH_ANY_TIME,
+    ),
+    Mutant(
+        name="refill_ignores_waiting_runs",
+        target="reference.consumer:Consumer._refill",
+        restores="a completion claims into the slot a waiting scheduled run is handed",
+        caught_by=("shared_slots", "swarm"),
+        replacement=_refill_ignores_waiting_runs,
+    ),
+    Mutant(
+        name="complete_fetch_not_atomic",
+        target="reference.sqlite_store:SqliteStore.complete_and_fetch",
+        restores="a completion and the claim made with it commit separately",
+        caught_by=("fetch_error_rollback",),
+        replacement=_complete_then_fetch_apart,
     ),
     Mutant(
         name="lease_never_renewed",

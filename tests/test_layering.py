@@ -98,8 +98,7 @@ def module_name(path: Path) -> str:
 
 def reference_modules() -> list[tuple[str, ast.Module]]:
     return [
-        (module_name(p), ast.parse(p.read_text(), str(p)))
-        for p in sorted(PACKAGE.rglob("*.py"))
+        (module_name(p), ast.parse(p.read_text(), str(p))) for p in sorted(PACKAGE.rglob("*.py"))
     ]
 
 

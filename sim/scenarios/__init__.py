@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim.scenarios import big_schedule, cron_overlap, fetch_rollback, ring_fallback, swarm
+from sim.scenarios import (
+    big_schedule,
+    cron_overlap,
+    fetch_rollback,
+    ring_fallback,
+    shared_slots,
+    swarm,
+)
 
 if TYPE_CHECKING:
     from sim.scenario import Scenario
@@ -14,6 +21,7 @@ CATALOG: tuple[Scenario, ...] = (
     fetch_rollback.SCENARIO,
     ring_fallback.SCENARIO,
     big_schedule.SCENARIO,
+    shared_slots.SCENARIO,
     swarm.SCENARIO,
 )
 

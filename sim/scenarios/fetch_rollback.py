@@ -98,7 +98,10 @@ def checks(world: World) -> list[Check]:
     trace = world.trace
     plan: FaultPlan | None = getattr(world, "faults", None)
     injected = len(plan.injected) if plan is not None else 0
-    fetch_errors = sum(1 for r in trace.of(LogEvent.STORE_ERROR.value) if r.get("op") == "fetch")
+    # A claim fails as "fetch" (the serve loop's) or "settle" (claimed with a completion).
+    fetch_errors = sum(
+        1 for r in trace.of(LogEvent.STORE_ERROR.value) if r.get("op") in ("fetch", "settle")
+    )
     enqueued = {int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_ENQUEUED.value)}
     completed = Counter(int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_COMPLETED.value))
     dead = Counter(int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_DEAD.value))

@@ -341,23 +341,6 @@ async def _drop_for(world: World, host: Host, seconds: float) -> None:
     world.fabric.set_drop(address, False)
 
 
-def _per_host_concurrency(world: SwarmWorld) -> Check:
-    depth: dict[int, int] = Counter()
-    worst = 0
-    for r in world.trace.records:
-        if r.event == "host_crash":
-            depth[int(str(r.get("host")))] = 0
-        elif r.event == LogEvent.JOB_STARTED.value:
-            depth[r.host] += 1
-            worst = max(worst, depth[r.host])
-        elif r.event in invariants.ENDS:
-            depth[r.host] -= 1
-    limit = world.spec.concurrency
-    return Check(
-        f"running jobs <= concurrency ({limit}) per worker", worst <= limit, f"max {worst}"
-    )
-
-
 def _entries_never_overlap(world: SwarmWorld) -> Check:
     running: dict[str, int] = Counter()
     for r in world.trace.records:
@@ -476,7 +459,7 @@ def checks(world: World) -> list[Check]:
         Check("failed jobs used all their retries", not early_fail, f"{early_fail[:8]}"),
         Check("nothing left running at shutdown", not running, f"{running[:8]}"),
         Check("the store is not left inside a transaction", not in_tx),
-        _per_host_concurrency(world),
+        invariants.per_host_concurrency(world.trace, world.spec.concurrency),
         _entries_never_overlap(world),
         _interval_cadence(world),
         *_queue_history(world),

@@ -158,6 +158,44 @@ def test_complete_with_stale_attempt_is_fenced(store: Store) -> None:
     assert store.complete(job_id, attempt=second.attempts, now=T0 + 4)
 
 
+def test_complete_and_fetch_completes_then_claims_in_order(store: Store) -> None:
+    first, later, second = store.enqueue_many(
+        [job(run_at=T0), job(run_at=T0 + 100), job(run_at=T0 + 1)]
+    )
+    (row,) = store.fetch_due(1, now=T0 + 2, lease=LEASE)
+    done, claimed = store.complete_and_fetch(
+        first, attempt=row.attempts, now=T0 + 3, worker=1, lease=LEASE, limit=2
+    )
+    assert done
+    assert store.get(first).status is JobStatus.DONE  # type: ignore[union-attr]
+    assert ids(claimed) == [second]  # `later` is not due yet
+    assert (claimed[0].locked_by, claimed[0].attempts) == (1, 1)
+    assert claimed[0].lease_until == T0 + 3 + LEASE
+    assert store.get(later).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_complete_and_fetch_with_limit_zero_only_completes(store: Store) -> None:
+    first, second = store.enqueue_many([job(), job()])
+    (row,) = store.fetch_due(1, now=T0, lease=LEASE)
+    assert store.complete_and_fetch(
+        first, attempt=row.attempts, now=T0, worker=1, lease=LEASE, limit=0
+    ) == (True, [])
+    assert store.get(second).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_complete_and_fetch_of_a_superseded_claim_still_claims(store: Store) -> None:
+    first, second = store.enqueue_many([job(), job()])
+    store.fetch_due(1, now=T0, lease=1.0)
+    store.requeue_expired(now=T0 + 2)
+    store.fetch_due(2, now=T0 + 2, lease=LEASE, limit=1)
+    done, claimed = store.complete_and_fetch(
+        first, attempt=1, now=T0 + 3, worker=1, lease=LEASE, limit=1
+    )
+    assert not done  # worker 2 holds attempt 2 now
+    assert store.get(first).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert ids(claimed) == [second]
+
+
 def test_complete_of_pending_job_is_false(store: Store) -> None:
     job_id = store.enqueue(job())
     assert not store.complete(job_id, attempt=0, now=T0)

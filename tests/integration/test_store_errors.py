@@ -295,19 +295,49 @@ def test_repr_names_path_and_mmap(db: str) -> None:
 # -- sim/faults.py: the simulator's injector drives the same rollback paths -----------------
 
 
-def test_fault_plan_every_fetch_site_rolls_back(db: str, other: sqlite3.Connection) -> None:
-    for site in FETCH_SITES:
-        plan = FaultPlan(random.Random(1), {site: 1.0})
-        store = open_faulty_store(db, plan)
-        store.enqueue(job())
-        with pytest.raises(StoreError, match=f"sim fault at {site}"):
-            store.fetch_due(1, now=T0, lease=30)
-        assert plan.injected == [Injection(site, FaultKind.ERROR, 1)]
-        assert not store._conn.in_transaction
-        assert can_write_now(other)
-        plan.quiesce()
-        assert len(store.fetch_due(1, now=T0, lease=30)) == 1
-        store.close()
+@pytest.mark.parametrize("site", [s for s in FETCH_SITES if not s.startswith("complete_fetch.")])
+def test_fault_plan_every_fetch_site_rolls_back(
+    db: str, other: sqlite3.Connection, site: str
+) -> None:
+    plan = FaultPlan(random.Random(1), {site: 1.0})
+    store = open_faulty_store(db, plan)
+    store.enqueue(job())
+    with pytest.raises(StoreError, match=f"sim fault at {site}"):
+        store.fetch_due(1, now=T0, lease=30)
+    assert plan.injected == [Injection(site, FaultKind.ERROR, 1)]
+    assert not store._conn.in_transaction
+    assert can_write_now(other)
+    plan.quiesce()
+    assert len(store.fetch_due(1, now=T0, lease=30)) == 1
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "site", [s for s in FETCH_SITES if not s.startswith("fetch.")] + ["fetch.statement"]
+)
+def test_a_fault_in_a_claim_made_with_a_completion_rolls_back_both(
+    db: str, other: sqlite3.Connection, site: str
+) -> None:
+    plan = FaultPlan(random.Random(1), {site: 1.0})
+    store = open_faulty_store(db, plan)
+    plan.enabled = False
+    first, second = store.enqueue_many([job(), job()])
+    (row,) = store.fetch_due(1, now=T0, lease=30)
+    plan.enabled = True
+    with pytest.raises(StoreError, match=f"sim fault at {site}"):
+        store.complete_and_fetch(first, attempt=row.attempts, now=T0, worker=1, lease=30, limit=1)
+    assert not store._conn.in_transaction
+    assert can_write_now(other)
+    # Neither half was kept: the job is still running under its claim, the next one pending.
+    assert store.get(first).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert store.get(second).status is JobStatus.PENDING  # type: ignore[union-attr]
+    plan.quiesce()
+    done, claimed = store.complete_and_fetch(
+        first, attempt=row.attempts, now=T0, worker=1, lease=30, limit=1
+    )
+    assert done
+    assert [r.id for r in claimed] == [second]
+    store.close()
 
 
 def test_fault_plan_locked_kind_surfaces_as_store_locked(db: str) -> None:
