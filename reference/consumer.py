@@ -84,6 +84,9 @@ class Consumer:
         self._slots = slots
         self._runner = runner
         self._wake = asyncio.Event()
+        # Set with _wake by a doorbell that already claimed (and found nothing more due):
+        # the serve loop then only re-reads the next run_at. Any other wake-up clears it.
+        self._due_check_only = False
         # Set by the serve loop when it found every slot taken: a slot freed by a scheduled
         # run (not one of ours, which sets _wake itself) must wake it too.
         self._slot_wanted = asyncio.Event()
@@ -120,9 +123,17 @@ class Consumer:
                 helper.cancel()
             doorbell.close()
 
+    def _nudge(self, *, claim: bool = True) -> None:
+        """Wake the serve loop: to claim (the default), or only to re-read the next run_at."""
+        if claim:
+            self._due_check_only = False
+        elif not self._wake.is_set():
+            self._due_check_only = True
+        self._wake.set()
+
     async def _wake_on_stop(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
-        self._wake.set()
+        self._nudge()
 
     async def _wake_on_free_slot(self) -> None:
         """Wake the serve loop when a slot frees while it waits for one."""
@@ -130,7 +141,7 @@ class Consumer:
             await self._slot_wanted.wait()
             await self._slots.wait_free()
             self._slot_wanted.clear()
-            self._wake.set()
+            self._nudge()
 
     def _recover(self) -> bool:
         """Re-queue this worker's leftover running jobs and any expired lease; True if done.
@@ -164,18 +175,23 @@ class Consumer:
         poll = self._wiring.poll_interval
         while not stopping.is_set():
             self._wake.clear()
+            due_check_only, self._due_check_only = self._due_check_only, False
             free = self._slots.free
             timeout: float | None = poll
-            if free:
+            if free and due_check_only:
+                timeout = self._until_next_due(poll)
+            elif free:
                 rows = self._claim(free)
                 if rows is None:  # the store failed: back off, then try again
                     timeout = min(poll, STORE_BACKOFF_MIN * 2 ** min(self._store_failures, 6))
                 else:
                     for row in rows:
                         self._start(row, tasks)
+                    if rows:
+                        # Let the claimed jobs start before anything else: pickup latency.
+                        await asyncio.sleep(0)
                     if len(rows) == free:
-                        await asyncio.sleep(0)  # more may be due: claim again after a yield
-                        continue
+                        continue  # more may be due: claim again
                     timeout = self._until_next_due(poll)
             else:
                 self._slot_wanted.set()
@@ -243,7 +259,7 @@ class Consumer:
                 for claimed in follow:
                     self._start(claimed, self._tasks)
             if not follow or self._slots.free:
-                self._wake.set()  # the serve loop fetches (or finds the queue empty)
+                self._nudge()  # the serve loop fetches (or finds the queue empty)
             self._check_drained()
 
     def _check_drained(self) -> None:
@@ -372,12 +388,27 @@ class Consumer:
             )
 
     async def _listen(self, doorbell: Doorbell) -> None:
-        """Turn wake-ups into fetches; hand them on while every slot is busy."""
+        """Turn wake-ups into claims; hand them on while every slot is busy.
+
+        With a free slot the claim is made here, in the step the wake-up arrives in, rather
+        than one loop step later in the serve loop: that step is pickup latency.
+        """
         while True:
             if not await doorbell.wait_rung(None):
                 continue
             self._observer.emit(LogEvent.WAKE_RECEIVED, worker=self._index, hops=doorbell.hops_left)
-            if not self._slots.free and doorbell.hops_left > 0:
+            free = self._slots.free
+            if free and self._serving and not self._stopping.is_set() and self._tasks is not None:
+                rows = self._claim(free)
+                if rows is not None:
+                    for row in rows:
+                        self._start(row, self._tasks)
+                    # All slots taken: a freed one wakes the serve loop. Some left: nothing
+                    # more was due, but the wake-up may be for a later run_at; re-read it.
+                    if len(rows) < free:
+                        self._nudge(claim=False)
+                    continue
+            if not free and doorbell.hops_left > 0:
                 report = self._waker.pass_on(self._index, doorbell.hops_left)
                 self._observer.emit(
                     LogEvent.WAKE_PASSED_ON,
@@ -385,7 +416,7 @@ class Consumer:
                     to=report.woken,
                     attempts=len(report.attempts),
                 )
-            self._wake.set()
+            self._nudge()
 
     async def _renew_leases(self) -> None:
         """Extend the leases of running jobs every lease/3, until the last job is done."""
@@ -418,12 +449,12 @@ class Consumer:
             if not self._recovered:
                 self._recovered = self._recover()
                 if self._recovered:
-                    self._wake.set()
+                    self._nudge()
             now = self._clock.realtime()
             since_purge += every
             try:
                 if self._store.requeue_expired(now=now):
-                    self._wake.set()
+                    self._nudge()
                 if since_purge >= PURGE_EVERY:
                     since_purge = 0.0
                     purged = self._store.purge_done(older_than=now - PURGE_OLDER_THAN)

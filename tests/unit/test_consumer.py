@@ -210,6 +210,26 @@ def test_delayed_job_behind_a_longer_one_wakes_on_the_earlier(tmp_path: Path) ->
     assert starts("late") == [pytest.approx(t0 + 4.0, abs=0.02)]
 
 
+def test_a_wake_up_that_claims_still_wakes_the_worker_for_a_later_run_at(
+    tmp_path: Path,
+) -> None:
+    # One wake-up step carries both enqueues: the doorbell claims "now" at once, and must
+    # still make the serve loop re-read the next run_at, or "later" waits for the 5 s poll
+    # ("now" runs past both, so its completion wakes nobody in time).
+    async def main() -> None:
+        async with Rig(tmp_path / "q.db") as rig:
+            await rig.start()
+            await asyncio.sleep(1.0 - rig.now)
+            rig.enqueue(Noop, "later", delay=2.0)
+            rig.enqueue(Sleepy, "now", 10.0)
+            await wait_until(lambda: len(JOURNAL.of("end")) == 2, 30)
+            await rig.stop()
+
+    run_virtual(main)
+    assert starts("now") == [1.0]
+    assert starts("later") == [pytest.approx(3.0, abs=1e-3)]
+
+
 def test_idle_worker_picks_up_at_once_when_woken(tmp_path: Path) -> None:
     async def main() -> None:
         async with Rig(tmp_path / "q.db") as rig:
