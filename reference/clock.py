@@ -53,3 +53,13 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+def block_for(seconds: float) -> None:
+    """Block this thread for `seconds` of real time.
+
+    Only for a wait that cannot yield: the synchronous store backing off while another
+    process holds SQLite's write lock. The simulator's stores never wait (their lock
+    budget is zero), so no virtual run reaches this.
+    """
+    time.sleep(seconds)

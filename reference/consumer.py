@@ -87,6 +87,7 @@ class Consumer:
         # Set with _wake by a doorbell that already claimed (and found nothing more due):
         # the serve loop then only re-reads the next run_at. Any other wake-up clears it.
         self._due_check_only = False
+        self._finished: list[tuple[JobRow, str]] = []  # successes awaiting _flush_finished
         # Set by the serve loop when it found every slot taken: a slot freed by a scheduled
         # run (not one of ours, which sets _wake itself) must wake it too.
         self._slot_wanted = asyncio.Event()
@@ -180,6 +181,8 @@ class Consumer:
             timeout: float | None = poll
             if free and due_check_only:
                 timeout = self._until_next_due(poll)
+            elif free and self._finished:
+                pass  # the pending flush claims for these slots, and wakes us if any are left
             elif free:
                 rows = self._claim(free)
                 if rows is None:  # the store failed: back off, then try again
@@ -247,27 +250,22 @@ class Consumer:
         tasks.create_task(self._execute(row), name=f"job:{row.id}")
 
     async def _execute(self, row: JobRow) -> None:
-        follow: list[JobRow] = []
+        batched = False
         try:
-            follow = await self._execute_claimed(row)
+            batched = await self._execute_claimed(row)
         finally:
-            self._running.pop(row.id, None)
             self._slots.release()
-            # Jobs claimed with this one's completion take the slots it and its peers
-            # freed; no await since the claim, so those slots are still free.
-            if follow and self._tasks is not None:  # _refill() claims nothing without it
-                for claimed in follow:
-                    self._start(claimed, self._tasks)
-            if not follow or self._slots.free:
-                self._nudge()  # the serve loop fetches (or finds the queue empty)
-            self._check_drained()
+            if not batched:  # a batched success is settled (and refilled) by the flush
+                self._running.pop(row.id, None)
+                self._nudge()  # the serve loop claims for the freed slot
+                self._check_drained()
 
     def _check_drained(self) -> None:
         if not self._serving and not self._running:
             self._drained.set()
 
-    async def _execute_claimed(self, row: JobRow) -> list[JobRow]:
-        """Run one claimed job and record its outcome; return the jobs claimed with it."""
+    async def _execute_claimed(self, row: JobRow) -> bool:
+        """Run one claimed job and record its outcome; True if a batched flush records it."""
         label = f"{row.name}#{row.id}"
         try:
             job_cls = self._registry.resolve(row.name)
@@ -277,12 +275,15 @@ class Consumer:
             options = JobOptions.from_json(row.options)
         except (UnknownJobError, ValueError, TypeError) as exc:
             # Not runnable in this process, now or on a retry: fail it for good, clearly.
-            return await self._settle(row, label, describe_error(exc), None)
+            await self._settle(row, label, describe_error(exc), None)
+            return False
         result = await self._runner.run(job_cls, args, time_limit=options.timeout, label=label)
         if result.outcome is Outcome.SUCCESS:
-            return await self._settle(row, label, None, None)
+            self._batch_success(row, label)
+            return True
         retry_at = self.retry_at(row, options)
-        return await self._settle(row, label, result.error or "unknown error", retry_at)
+        await self._settle(row, label, result.error or "unknown error", retry_at)
+        return False
 
     def retry_at(self, row: JobRow, options: JobOptions) -> float | None:
         """When a failed run is retried, or None once its retries are spent.
@@ -294,40 +295,82 @@ class Consumer:
             return None
         return self._clock.realtime() + options.retry_delay_for(row.attempts, self._rng)
 
-    def _refill(self) -> int:
-        """How many jobs a completion may claim: the slots free once its own is released.
+    def _claimable(self) -> int:
+        """How many jobs this worker may claim now: its free slots, none while stopping.
 
-        0 while stopping or after serving ended (a graceful stop claims nothing new), and
-        while a scheduled run waits for a slot (the released one is handed to it).
+        `Slots.free` is 0 while a scheduled run waits for a slot: a freed slot goes to it.
         """
         if not self._serving or self._stopping.is_set() or self._tasks is None:
             return 0
-        return self._slots.free_after_release()
+        return self._slots.free
+
+    # -- batched completions: the successes of one loop step, written with the next claims
+
+    def _batch_success(self, row: JobRow, label: str) -> None:
+        """Queue a success for the flush at the next loop step; the job stays leased."""
+        self._finished.append((row, label))
+        if len(self._finished) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_finished)
+
+    def _flush_finished(self) -> None:
+        """Record every queued success and claim for the free slots, in one transaction.
+
+        A busy worker's hot path: jobs that finish in the same loop step share one write,
+        which also refills their slots, so draining costs well under a transaction per job.
+        On a store error each success falls back to its own retried write.
+        """
+        batch, self._finished = self._finished, []
+        if not batch:
+            return
+        limit = self._claimable()
+        try:
+            done, rows = self._store.complete_and_fetch(
+                [(row.id, row.attempts) for row, _ in batch],
+                now=self._clock.realtime(),
+                worker=self._index,
+                lease=self._wiring.lease,
+                limit=limit,
+            )
+        except StoreError as exc:
+            self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="settle")
+            logger.warning(
+                "recording %d outcomes failed (%s); retrying each",
+                len(batch),
+                exc,
+                extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+            )
+            assert self._tasks is not None  # set by run() before any job could start
+            for row, label in batch:
+                self._tasks.create_task(self._settle_alone(row, label), name=f"settle:{row.id}")
+            self._nudge()
+            return
+        for (row, label), ok in zip(batch, done, strict=True):
+            self._report(row, label, None, None, ok)
+            self._running.pop(row.id, None)
+        if limit:
+            self._observer.emit(LogEvent.FETCH, worker=self._index, claimed=len(rows))
+        if rows and self._tasks is not None:
+            for row in rows:
+                self._start(row, self._tasks)
+        if len(rows) < limit or not limit:
+            self._nudge()  # slots left: the serve loop re-checks (and reads the next run_at)
+        self._check_drained()
+
+    async def _settle_alone(self, row: JobRow, label: str) -> None:
+        try:
+            await self._settle(row, label, None, None)
+        finally:
+            self._running.pop(row.id, None)
+            self._check_drained()
 
     async def _settle(
         self, row: JobRow, label: str, error: str | None, retry_at: float | None
-    ) -> list[JobRow]:
-        """Write the run's outcome, retrying a failing store a few times.
-
-        A success is written together with the claim of the next jobs (one transaction
-        instead of two); those jobs are returned for the caller to start. A retry after a
-        store error writes the outcome alone and leaves claiming to the serve loop.
-        """
+    ) -> None:
+        """Write the run's outcome, retrying a failing store a few times."""
         for attempt in range(SETTLE_TRIES):
             now = self._clock.realtime()
-            follow: list[JobRow] = []
             try:
-                if error is None and attempt == 0 and (limit := self._refill()):
-                    ok, follow = self._store.complete_and_fetch(
-                        row.id,
-                        attempt=row.attempts,
-                        now=now,
-                        worker=self._index,
-                        lease=self._wiring.lease,
-                        limit=limit,
-                    )
-                    self._observer.emit(LogEvent.FETCH, worker=self._index, claimed=len(follow))
-                elif error is None:
+                if error is None:
                     ok = self._store.complete(row.id, attempt=row.attempts, now=now)
                 else:
                     ok = self._store.fail(
@@ -346,13 +389,12 @@ class Consumer:
                 await asyncio.sleep(STORE_BACKOFF_MIN * 2**attempt)
                 continue
             self._report(row, label, error, retry_at, ok)
-            return follow
+            return
         logger.error(
             "could not record the outcome of %s; its lease will expire and it will run again",
             label,
             extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
         )
-        return []
 
     def _report(
         self, row: JobRow, label: str, error: str | None, retry_at: float | None, ok: bool
@@ -397,8 +439,8 @@ class Consumer:
             if not await doorbell.wait_rung(None):
                 continue
             self._observer.emit(LogEvent.WAKE_RECEIVED, worker=self._index, hops=doorbell.hops_left)
-            free = self._slots.free
-            if free and self._serving and not self._stopping.is_set() and self._tasks is not None:
+            free = self._claimable()
+            if free and self._tasks is not None:
                 rows = self._claim(free)
                 if rows is not None:
                     for row in rows:

@@ -65,10 +65,6 @@ class Slots:
         """Slots that `try_acquire` could take right now."""
         return 0 if self._waiters else self._free
 
-    def free_after_release(self) -> int:
-        """What `free` will be once a held slot is released (a waiter would take it)."""
-        return 0 if self._waiters else self._free + 1
-
     def _changed(self) -> None:
         if self.free:
             self._freed.set()

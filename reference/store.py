@@ -56,13 +56,20 @@ class Store(Protocol):
         ...
 
     def complete_and_fetch(
-        self, job_id: int, *, attempt: int, now: float, worker: int, lease: float, limit: int
-    ) -> tuple[bool, list[JobRow]]:
-        """`complete`, then `fetch_due(worker, limit=limit)`, in one transaction.
+        self,
+        claims: Sequence[tuple[int, int]],
+        *,
+        now: float,
+        worker: int,
+        lease: float,
+        limit: int,
+    ) -> tuple[list[bool], list[JobRow]]:
+        """`complete` each `(job_id, attempt)`, then `fetch_due(worker, limit=limit)`, atomically.
 
-        A busy worker's hot path: the slot a job frees is refilled in the same write that
-        records its outcome, so draining a queue costs one transaction per job, not two.
-        All or nothing: on any error neither the completion nor a claim is kept.
+        A busy worker's hot path: the jobs that finished in one loop step are recorded and
+        their slots refilled in a single transaction. Returns, in order, whether each claim
+        was completed (False: superseded), and the newly claimed rows. All or nothing: on
+        any error no completion and no claim is kept.
         """
         ...
 

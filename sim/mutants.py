@@ -128,27 +128,26 @@ async def _no_lease_renewal(self: Consumer) -> None:
     await self._drained.wait()
 
 
-def _refill_ignores_waiting_runs(self: Consumer) -> int:
-    # Counts the slot a finished job frees as free even when a waiting scheduled run is
-    # about to be handed it: the consumer claims more jobs than it has slots for.
+def _claims_ignore_busy_slots(self: Consumer) -> int:
+    # Claims a job per slot of the worker, busy or not: batched completions and wake-ups
+    # then claim jobs the worker has no slot for.
     if not self._serving or self._stopping.is_set() or self._tasks is None:
         return 0
-    return self._slots.free + 1
+    return self._slots.size
 
 
 def _complete_then_fetch_apart(
     self: SqliteStore,
-    job_id: int,
+    claims: list[tuple[int, int]],
     *,
-    attempt: int,
     now: float,
     worker: int,
     lease: float,
     limit: int,
-) -> tuple[bool, list[JobRow]]:
-    # Two transactions: a failed claim leaves the completion committed, so the retry of
-    # the completion finds its claim gone and reports it superseded.
-    done = self.complete(job_id, attempt=attempt, now=now)
+) -> tuple[list[bool], list[JobRow]]:
+    # Separate writes: a failed claim leaves the completions committed, so their retried
+    # writes find the claims gone and report them superseded.
+    done = [self.complete(job_id, attempt=attempt, now=now) for job_id, attempt in claims]
     return done, self.fetch_due(worker, now=now, lease=lease, limit=limit)
 
 
@@ -220,11 +219,11 @@ MUTANTS: tuple[Mutant, ...] = (
         replacement=_FETCH_ANY_TIME,
     ),
     Mutant(
-        name="refill_ignores_waiting_runs",
-        target="reference.consumer:Consumer._refill",
-        restores="a completion claims into the slot a waiting scheduled run is handed",
+        name="claims_ignore_busy_slots",
+        target="reference.consumer:Consumer._claimable",
+        restores="the queue claims for every slot of the worker, busy or not",
         caught_by=("shared_slots", "swarm"),
-        replacement=_refill_ignores_waiting_runs,
+        replacement=_claims_ignore_busy_slots,
     ),
     Mutant(
         name="complete_fetch_not_atomic",

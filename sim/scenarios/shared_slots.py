@@ -1,10 +1,10 @@
 """`shared_slots`: scheduled runs and queue jobs share each worker's slots under load.
 
 Two workers with two slots each consume a queue fed faster than it drains at times, while
-each also runs an interval entry whose job takes most of its period. A finished queue job
-refills its slot in the same transaction that records it (`complete_and_fetch`), so the
-consumer must count only the slots that are really free: a slot freed while a scheduled
-run waits for one goes to that run, never to another queue job. Checks: never more jobs
+each also runs an interval entry whose job takes most of its period. Finished queue jobs
+refill their slots in the same transaction that records them (`complete_and_fetch`), so
+the consumer must count only the slots that are really free: a slot freed while a
+scheduled run waits for one goes to that run, never to another queue job. Checks: never more jobs
 running than slots, every queue job done exactly once, the entries keep their cadence.
 """
 

@@ -159,15 +159,16 @@ def test_complete_with_stale_attempt_is_fenced(store: Store) -> None:
 
 
 def test_complete_and_fetch_completes_then_claims_in_order(store: Store) -> None:
-    first, later, second = store.enqueue_many(
-        [job(run_at=T0), job(run_at=T0 + 100), job(run_at=T0 + 1)]
+    first, other, later, second = store.enqueue_many(
+        [job(run_at=T0), job(run_at=T0), job(run_at=T0 + 100), job(run_at=T0 + 1)]
     )
-    (row,) = store.fetch_due(1, now=T0 + 2, lease=LEASE)
+    rows = store.fetch_due(1, now=T0, lease=LEASE, limit=2)
+    assert ids(rows) == [first, other]
     done, claimed = store.complete_and_fetch(
-        first, attempt=row.attempts, now=T0 + 3, worker=1, lease=LEASE, limit=2
+        [(r.id, r.attempts) for r in rows], now=T0 + 3, worker=1, lease=LEASE, limit=2
     )
-    assert done
-    assert store.get(first).status is JobStatus.DONE  # type: ignore[union-attr]
+    assert done == [True, True]
+    assert {store.get(i).status for i in (first, other)} == {JobStatus.DONE}  # type: ignore[union-attr]
     assert ids(claimed) == [second]  # `later` is not due yet
     assert (claimed[0].locked_by, claimed[0].attempts) == (1, 1)
     assert claimed[0].lease_until == T0 + 3 + LEASE
@@ -178,20 +179,23 @@ def test_complete_and_fetch_with_limit_zero_only_completes(store: Store) -> None
     first, second = store.enqueue_many([job(), job()])
     (row,) = store.fetch_due(1, now=T0, lease=LEASE)
     assert store.complete_and_fetch(
-        first, attempt=row.attempts, now=T0, worker=1, lease=LEASE, limit=0
-    ) == (True, [])
+        [(first, row.attempts)], now=T0, worker=1, lease=LEASE, limit=0
+    ) == ([True], [])
     assert store.get(second).status is JobStatus.PENDING  # type: ignore[union-attr]
 
 
-def test_complete_and_fetch_of_a_superseded_claim_still_claims(store: Store) -> None:
-    first, second = store.enqueue_many([job(), job()])
-    store.fetch_due(1, now=T0, lease=1.0)
+def test_complete_and_fetch_fences_each_claim_and_still_claims(store: Store) -> None:
+    first, kept, second = store.enqueue_many([job(), job(), job()])
+    store.fetch_due(1, now=T0, lease=1.0, limit=2)
     store.requeue_expired(now=T0 + 2)
-    store.fetch_due(2, now=T0 + 2, lease=LEASE, limit=1)
+    store.fetch_due(2, now=T0 + 2, lease=LEASE, limit=1)  # worker 2 takes `first` over
+    store.renew(1, [kept], lease_until=T0 + 100)  # too late: `kept` was re-queued too
+    (again,) = store.fetch_due(1, now=T0 + 2, lease=LEASE, limit=1)
+    assert again.id == kept
     done, claimed = store.complete_and_fetch(
-        first, attempt=1, now=T0 + 3, worker=1, lease=LEASE, limit=1
+        [(first, 1), (kept, again.attempts)], now=T0 + 3, worker=1, lease=LEASE, limit=1
     )
-    assert not done  # worker 2 holds attempt 2 now
+    assert done == [False, True]  # worker 2 holds attempt 2 of `first`
     assert store.get(first).status is JobStatus.RUNNING  # type: ignore[union-attr]
     assert ids(claimed) == [second]
 

@@ -10,6 +10,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -105,6 +106,30 @@ def test_lock_held_beyond_busy_timeout_raises_locked_then_recovers(
     store.close()
 
 
+@pytest.mark.parametrize("op", ["fetch", "enqueue", "complete", "read"])
+def test_every_kind_of_statement_waits_out_a_short_lock(db: str, op: str) -> None:
+    store = SqliteStore(db, busy_timeout_ms=10_000)
+    job_id = store.enqueue(job())
+    (row,) = store.fetch_due(1, now=T0, lease=30)
+    holder = sqlite3.connect(db, isolation_level=None, timeout=0, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # the write lock; in WAL mode readers read on
+    release = threading.Timer(0.05, holder.execute, ("ROLLBACK",))
+    release.start()
+    try:
+        if op == "fetch":
+            assert store.fetch_due(1, now=T0, lease=30) == []
+        elif op == "enqueue":
+            assert store.enqueue(job()) == job_id + 1
+        elif op == "complete":
+            assert store.complete(job_id, attempt=row.attempts, now=T0)
+        else:
+            assert store.get(job_id) is not None
+    finally:
+        release.join()
+        holder.close()
+        store.close()
+
+
 def test_corrupt_file_raises_corrupt_naming_the_path(tmp_path: Path) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(random.Random(7).randbytes(8192))
@@ -150,7 +175,8 @@ def test_pragmas_are_applied(db: str) -> None:
     conn = store._conn
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
-    assert conn.execute("PRAGMA busy_timeout").fetchone() == (1234,)
+    # SQLite's own busy handler is off: the store waits for locks itself (_retry_locked).
+    assert conn.execute("PRAGMA busy_timeout").fetchone() == (0,)
     assert conn.execute("PRAGMA mmap_size").fetchone() == (0,)
     assert conn.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
     store.close()
@@ -325,7 +351,7 @@ def test_a_fault_in_a_claim_made_with_a_completion_rolls_back_both(
     (row,) = store.fetch_due(1, now=T0, lease=30)
     plan.enabled = True
     with pytest.raises(StoreError, match=f"sim fault at {site}"):
-        store.complete_and_fetch(first, attempt=row.attempts, now=T0, worker=1, lease=30, limit=1)
+        store.complete_and_fetch([(first, row.attempts)], now=T0, worker=1, lease=30, limit=1)
     assert not store._conn.in_transaction
     assert can_write_now(other)
     # Neither half was kept: the job is still running under its claim, the next one pending.
@@ -333,9 +359,9 @@ def test_a_fault_in_a_claim_made_with_a_completion_rolls_back_both(
     assert store.get(second).status is JobStatus.PENDING  # type: ignore[union-attr]
     plan.quiesce()
     done, claimed = store.complete_and_fetch(
-        first, attempt=row.attempts, now=T0, worker=1, lease=30, limit=1
+        [(first, row.attempts)], now=T0, worker=1, lease=30, limit=1
     )
-    assert done
+    assert done == [True]
     assert [r.id for r in claimed] == [second]
     store.close()
 
