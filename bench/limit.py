@@ -33,7 +33,10 @@ LEASE = 60.0
 POLL_INTERVAL = 5.0  # as the project's workers: a lost wake-up costs at most one poll
 NOOP = "bench.jobs.Noop"
 STAMP = "bench.jobs.Stamp"
-DURABILITY = "WAL, synchronous=NORMAL, busy_timeout=5000, mmap 256 MiB (the store's pragmas)"
+DURABILITY = (
+    "WAL, synchronous=NORMAL, busy_timeout=5000 (SQLite's busy handler: sleeps 1, 2, 5 ms...),"
+    " mmap 256 MiB"
+)
 
 
 def db_path(root: str | Path) -> Path:
