@@ -88,6 +88,7 @@ class Consumer:
         # the serve loop then only re-reads the next run_at. Any other wake-up clears it.
         self._due_check_only = False
         self._finished: list[tuple[JobRow, str]] = []  # successes awaiting _flush_finished
+        self._fatal: Exception | None = None  # a bug in a loop callback, for _serve to raise
         # Set by the serve loop when it found every slot taken: a slot freed by a scheduled
         # run (not one of ours, which sets _wake itself) must wake it too.
         self._slot_wanted = asyncio.Event()
@@ -108,8 +109,8 @@ class Consumer:
         try:
             self._recovered = self._recover()
             tasks.create_task(self._renew_leases(), name="lease-renewal")
+            doorbell.watch(self._on_ring)
             helpers = [
-                tasks.create_task(self._listen(doorbell), name="doorbell"),
                 tasks.create_task(self._maintain(stopping), name="queue-maintenance"),
                 tasks.create_task(self._wake_on_stop(stopping), name="stop-watch"),
                 tasks.create_task(self._wake_on_free_slot(), name="slot-watch"),
@@ -175,6 +176,8 @@ class Consumer:
     async def _serve(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
         poll = self._wiring.poll_interval
         while not stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             self._wake.clear()
             due_check_only, self._due_check_only = self._due_check_only, False
             free = self._slots.free
@@ -319,7 +322,14 @@ class Consumer:
         which also refills their slots, so draining costs well under a transaction per job.
         On a store error each success falls back to its own retried write.
         """
-        batch, self._finished = self._finished, []
+        try:
+            self._flush(self._finished)
+        except Exception as exc:  # a bug: in a loop callback it must still stop the worker
+            self._fatal = exc
+            self._wake.set()
+
+    def _flush(self, batch: list[tuple[JobRow, str]]) -> None:
+        self._finished = []
         if not batch:
             return
         limit = self._claimable()
@@ -429,16 +439,15 @@ class Consumer:
                 extra={"event": LogEvent.JOB_DEAD, "worker": self._index},
             )
 
-    async def _listen(self, doorbell: Doorbell) -> None:
-        """Turn wake-ups into claims; hand them on while every slot is busy.
+    def _on_ring(self, hops: int) -> None:
+        """Wake-ups arrived: claim for the free slots, or hand the wake-up on if none.
 
-        With a free slot the claim is made here, in the step the wake-up arrives in, rather
-        than one loop step later in the serve loop: that step is pickup latency.
+        A loop callback (`Doorbell.watch`), run in the step the datagram arrives in, so the
+        claim costs no task switch: that step is pickup latency. An error here is a bug
+        and must still stop the worker as one in a task would: the serve loop raises it.
         """
-        while True:
-            if not await doorbell.wait_rung(None):
-                continue
-            self._observer.emit(LogEvent.WAKE_RECEIVED, worker=self._index, hops=doorbell.hops_left)
+        try:
+            self._observer.emit(LogEvent.WAKE_RECEIVED, worker=self._index, hops=hops)
             free = self._claimable()
             if free and self._tasks is not None:
                 rows = self._claim(free)
@@ -449,9 +458,9 @@ class Consumer:
                     # more was due, but the wake-up may be for a later run_at; re-read it.
                     if len(rows) < free:
                         self._nudge(claim=False)
-                    continue
-            if not free and doorbell.hops_left > 0:
-                report = self._waker.pass_on(self._index, doorbell.hops_left)
+                    return
+            if not free and hops > 0:
+                report = self._waker.pass_on(self._index, hops)
                 self._observer.emit(
                     LogEvent.WAKE_PASSED_ON,
                     worker=self._index,
@@ -459,6 +468,9 @@ class Consumer:
                     attempts=len(report.attempts),
                 )
             self._nudge()
+        except Exception as exc:
+            self._fatal = exc
+            self._wake.set()
 
     async def _renew_leases(self) -> None:
         """Extend the leases of running jobs every lease/3, until the last job is done."""

@@ -8,7 +8,10 @@ AF_UNIX datagram sockets; `sim.fabric.Fabric` is the in-memory one. The waker an
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class SendResult(StrEnum):
@@ -43,6 +46,15 @@ class Listener(Protocol):
 
     def drain(self) -> int:
         """Discard every datagram already queued without waiting; return how many."""
+        ...
+
+    def watch(self, on_ready: Callable[[], None]) -> None:
+        """Call `on_ready()` from the event loop whenever datagrams wait, until `close`.
+
+        The push-style alternative to `receive()` (never both on one listener): the
+        callback runs in the loop step the datagram arrives in, with no task switch in
+        between, and must drain the queue with `receive_nowait()`.
+        """
         ...
 
     def close(self) -> None:

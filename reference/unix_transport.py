@@ -15,10 +15,14 @@ import os
 import posixpath
 import socket
 import stat
+from typing import TYPE_CHECKING
 
 from reference.errors import SocketInUseError, TransportError
 from reference.records import LogEvent
 from reference.transport import SendResult
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ def _check_address(address: str) -> bytes:
 class UnixListener:
     """A bound, non-blocking datagram socket; `UnixTransport.listen` makes these."""
 
-    __slots__ = ("_address", "_identity", "_sock", "_waiter")
+    __slots__ = ("_address", "_identity", "_sock", "_waiter", "_watcher")
 
     def __init__(self, address: str, sock: socket.socket, identity: tuple[int, int]) -> None:
         self._address = address
@@ -56,6 +60,7 @@ class UnixListener:
         # a successor's socket that replaced it after we were declared stale.
         self._identity = identity
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        self._watcher: asyncio.AbstractEventLoop | None = None  # set by watch()
 
     @property
     def address(self) -> str:
@@ -78,7 +83,7 @@ class UnixListener:
                 return data
             sock = self._sock
             assert sock is not None  # receive_nowait raised otherwise
-            if self._waiter is not None:
+            if self._waiter is not None or self._watcher is not None:
                 raise RuntimeError(f"receive() already waiting on {self._address!r}")
             # add_reader rather than loop.sock_recv: the future is ours, so close() can
             # unregister the fd and fail the waiter instead of leaving a reader on a dead fd.
@@ -94,6 +99,22 @@ class UnixListener:
                 if self._waiter is not None and self._waiter[1] is fut:
                     self._waiter = None
                     loop.remove_reader(fd)
+
+    def watch(self, on_ready: Callable[[], None]) -> None:
+        """Call `on_ready()` whenever datagrams wait, from the loop's reader callback.
+
+        One reader stays registered until `close`, so a wake-up costs no epoll_ctl and
+        no task switch: `on_ready` runs in the step the datagram arrives in. It must
+        drain the socket (the reader is level-triggered).
+        """
+        sock = self._sock
+        if sock is None:
+            raise TransportError(f"listener on {self._address!r} is closed")
+        if self._waiter is not None or self._watcher is not None:
+            raise RuntimeError(f"{self._address!r} is already being received from")
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), on_ready)
+        self._watcher = loop
 
     def receive_nowait(self) -> bytes | None:
         """Return the next queued datagram, or None if none is queued; never waits."""
@@ -127,6 +148,9 @@ class UnixListener:
             loop.remove_reader(sock.fileno())
             if not fut.done():
                 fut.set_exception(TransportError(f"listener on {self._address!r} closed"))
+        if self._watcher is not None:
+            self._watcher.remove_reader(sock.fileno())
+            self._watcher = None
         sock.close()
         try:
             st = os.stat(self._address)

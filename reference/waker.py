@@ -50,7 +50,7 @@ from reference.records import LogEvent
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from reference.transport import Listener, SendResult, Transport
 
@@ -195,6 +195,26 @@ class Doorbell:
         self._hops_left = hops
         self._rings = rings
         return True
+
+    def watch(self, on_ring: Callable[[int], None]) -> None:
+        """Call `on_ring(hops_left)` in the loop step wake-ups arrive in, until `close`.
+
+        The push-style alternative to `wait_rung` (never both): the wake-ups queued at
+        that step are drained and coalesced as `wait_rung` does, and `on_ring` gets the
+        largest hop budget among them. It runs as a loop callback, not in a task.
+        """
+
+        def ready() -> None:
+            hops = -1
+            rings = 0
+            while (data := self._listener.receive_nowait()) is not None:
+                hops = max(hops, decode_hops(data))
+                rings += 1
+            if rings:
+                self._hops_left, self._rings = hops, rings
+                on_ring(hops)
+
+        self._listener.watch(ready)
 
     def close(self) -> None:
         """Stop listening and remove the address; idempotent."""

@@ -21,6 +21,7 @@ from reference.transport import SendResult
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,16 @@ class SendRecord:
 class FabricListener:
     """The live end of one fabric address; `Fabric.listen` makes these."""
 
-    __slots__ = ("_address", "_capacity", "_closed", "_fabric", "_queue", "_waiter")
+    __slots__ = (
+        "_address",
+        "_capacity",
+        "_closed",
+        "_fabric",
+        "_notify_due",
+        "_on_ready",
+        "_queue",
+        "_waiter",
+    )
 
     def __init__(self, fabric: Fabric, address: str, capacity: int) -> None:
         self._fabric = fabric
@@ -67,6 +77,8 @@ class FabricListener:
         self._queue: deque[bytes] = deque()
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        self._on_ready: Callable[[], None] | None = None  # set by watch()
+        self._notify_due = False  # an _notify is scheduled on the loop
 
     @property
     def address(self) -> str:
@@ -92,7 +104,7 @@ class FabricListener:
             data = self.receive_nowait()
             if data is not None:
                 return data
-            if self._waiter is not None:
+            if self._waiter is not None or self._on_ready is not None:
                 raise RuntimeError(f"receive() already waiting on {self._address!r}")
             # A plain loop future: it resolves on the virtual loop without any timer.
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -102,6 +114,33 @@ class FabricListener:
             finally:
                 if self._waiter is fut:
                     self._waiter = None
+
+    def watch(self, on_ready: Callable[[], None]) -> None:
+        """Call `on_ready()` at the loop step after datagrams arrive, until closed.
+
+        As a real socket's reader callback: never inside the sender's `try_send`, once
+        per step however many arrived, and again while the queue is left undrained.
+        """
+        if self._closed:
+            raise TransportError(f"listener on {self._address!r} is closed")
+        if self._waiter is not None or self._on_ready is not None:
+            raise RuntimeError(f"{self._address!r} is already being received from")
+        self._on_ready = on_ready
+        if self._queue:
+            self._schedule_notify()
+
+    def _schedule_notify(self) -> None:
+        if not self._notify_due:
+            self._notify_due = True
+            asyncio.get_running_loop().call_soon(self._notify)
+
+    def _notify(self) -> None:
+        self._notify_due = False
+        if self._on_ready is None or self._closed or not self._queue:
+            return
+        self._on_ready()
+        if self._queue and not self._closed:
+            self._schedule_notify()  # level-triggered, as epoll is
 
     def receive_nowait(self) -> bytes | None:
         """Return the next queued datagram, or None if none is queued; never waits."""
@@ -130,10 +169,13 @@ class FabricListener:
         self._queue.append(payload)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self._on_ready is not None:
+            self._schedule_notify()
         return SendResult.DELIVERED
 
     def _shut(self, why: str) -> None:
         self._closed = True
+        self._on_ready = None
         self._queue.clear()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():

@@ -104,6 +104,39 @@ def test_receive_waits_until_a_send_arrives(arm: Arm) -> None:
     run(body())
 
 
+def test_watch_calls_back_in_a_later_step_and_again_for_each_arrival(arm: Arm) -> None:
+    async def body() -> None:
+        listener = await arm.transport.listen(arm.address("w0"))
+        got: list[list[bytes]] = []
+        arrived = asyncio.Event()
+
+        def ready() -> None:
+            batch = []
+            while (data := listener.receive_nowait()) is not None:
+                batch.append(data)
+            got.append(batch)
+            arrived.set()
+
+        try:
+            listener.watch(ready)
+            assert arm.transport.try_send(listener.address, b"\x01") is SendResult.DELIVERED
+            assert arm.transport.try_send(listener.address, b"\x02") is SendResult.DELIVERED
+            assert got == []  # never inside the sender's call
+            await asyncio.wait_for(arrived.wait(), 5.0)
+            assert got == [[b"\x01", b"\x02"]]  # both, drained in one callback
+            arrived.clear()
+            assert arm.transport.try_send(listener.address, b"\x03") is SendResult.DELIVERED
+            await asyncio.wait_for(arrived.wait(), 5.0)
+            assert got[1:] == [[b"\x03"]]
+            with pytest.raises(RuntimeError):
+                await listener.receive()  # watched: one way of receiving at a time
+        finally:
+            listener.close()
+        assert arm.transport.try_send(arm.address("w0"), b"\x04") is SendResult.MISSING
+
+    run(body())
+
+
 def test_full_queue_reports_pending_and_drain_empties_it(arm: Arm) -> None:
     async def body() -> None:
         listener = await arm.transport.listen(arm.address("w0"))
