@@ -1,5 +1,6 @@
 PY ?= .venv/bin/python
 RUN_DIR ?= tmp
+BENCH_ARGS ?=
 
 .PHONY: install test run sim bench lint format property-long clean
 
@@ -21,7 +22,7 @@ sim:
 
 bench:
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint:
 	$(PY) -m ruff check reference sim tests property_tests bench examples
