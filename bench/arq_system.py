@@ -66,10 +66,7 @@ class ArqSystem:
 
     def start(self, root: Path) -> list[harness.Service]:
         argv = harness.module_argv("arq", "bench.arq_app.WorkerSettings")
-        return [
-            harness.start_service(f"arq worker {i}", argv, root / f"arq-{i}.log")
-            for i in range(WORKERS)
-        ]
+        return harness.start_workers("arq worker", argv, root, WORKERS)
 
     def ready(self, root: Path) -> bool:
         return True  # W3's warm-up job proves a worker is up

@@ -208,6 +208,14 @@ def start_service(
     return Service(name, proc, log)
 
 
+def start_workers(name: str, argv: Sequence[str], root: Path, count: int) -> list[Service]:
+    """Start `count` identical worker processes, each logging to `root/<name>-<i>.log`."""
+    return [
+        start_service(f"{name} {i}", argv, root / f"{name.replace(' ', '-')}-{i}.log")
+        for i in range(count)
+    ]
+
+
 @contextlib.contextmanager
 def running(service: Service) -> Iterator[Service]:
     """Stop `service` however the block ends."""

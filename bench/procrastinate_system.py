@@ -69,10 +69,7 @@ class ProcrastinateSystem:
         argv = harness.module_argv(
             "procrastinate", "--app", "bench.procrastinate_app.app", "worker"
         )
-        return [
-            harness.start_service(f"procrastinate worker {i}", argv, root / f"pc-{i}.log")
-            for i in range(WORKERS)
-        ]
+        return harness.start_workers("procrastinate worker", argv, root, WORKERS)
 
     def ready(self, root: Path) -> bool:
         return True  # W3's warm-up job proves a worker is up

@@ -63,10 +63,7 @@ class RqSystem:
 
     def start(self, root: Path) -> list[harness.Service]:
         argv = harness.module_argv("rq.cli", "worker", "--url", services.REDIS_URL)
-        return [
-            harness.start_service(f"rq worker {i}", argv, root / f"rq-{i}.log")
-            for i in range(WORKERS)
-        ]
+        return harness.start_workers("rq worker", argv, root, WORKERS)
 
     def ready(self, root: Path) -> bool:
         return True  # W3's warm-up job proves a worker is up

@@ -24,8 +24,10 @@ from sim.offload import InlineOffload
 from sim.trace import HostObserver
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import Callable, Sequence
 
+    from reference.job import Job
     from reference.schedule import ScheduleEntry
     from reference.store import Store
     from sim.world import World
@@ -68,6 +70,42 @@ async def drain(store: Store, *, deadline: float, step: float) -> float:
         await asyncio.sleep(step)
         waited += step
     return waited
+
+
+async def poisson_load(
+    world: World,
+    hosts: Sequence[Host],
+    queue: QueueSpec,
+    open_producer_store: Callable[[], Store],
+    *,
+    jobs: int,
+    over: float,
+    job: Callable[[random.Random], tuple[type[Job], tuple[object, ...]]],
+    drain_deadline: float,
+    drain_step: float,
+    before_drain: Callable[[], None] = lambda: None,
+) -> None:
+    """Start `hosts`, enqueue `jobs` jobs at Poisson times over `over` virtual seconds
+    (`job(rng)` gives each one's class and arguments), call `before_drain`, wait until the
+    queue drains (or `drain_deadline`), then stop the hosts gracefully."""
+    for host in hosts:
+        host.start()
+    producer_store = open_producer_store()
+    producer = producer_for(world, producer_store, queue)
+    rng = world.child_rng("workload")
+    try:
+        for _ in range(jobs):
+            await asyncio.sleep(rng.expovariate(jobs / over))
+            cls, args = job(rng)
+            producer.enqueue(cls, args, options=None)
+        world.emit("producer_done")
+        before_drain()
+        waited = await drain(producer_store, deadline=drain_deadline, step=drain_step)
+        world.emit("drain_wait_over", waited=waited)
+    finally:
+        producer_store.close()
+        for host in hosts:
+            await host.stop()
 
 
 class Host:

@@ -19,10 +19,12 @@ from reference import Job
 from reference.records import LogEvent
 from reference.sqlite_store import SqliteStore
 from sim.faults import FETCH_SITES, FaultPlan, faulty_store_factory
-from sim.host import Host, QueueSpec, drain, producer_for
+from sim.host import Host, QueueSpec, poisson_load
 from sim.scenario import Check, Scenario
 
 if TYPE_CHECKING:
+    import random
+
     from sim.faults import Injection
     from sim.world import World
 
@@ -65,25 +67,28 @@ async def main(world: World) -> None:
         open_store=faulty_store_factory(path, plan), peers=tuple(range(1, WORKERS + 1))
     )
     hosts = [Host(world, i, concurrency=2, queue=spec) for i in range(1, WORKERS + 1)]
-    for host in hosts:
-        host.start()
-    producer_store = SqliteStore(path, busy_timeout_ms=0)
-    producer = producer_for(world, producer_store, spec)
-    rng = world.child_rng("workload")
-    try:
-        for _ in range(JOBS):
-            await asyncio.sleep(rng.expovariate(JOBS / PRODUCE_FOR))
-            # A tenth run longer than the 60 s lease: their worker must keep renewing it.
-            seconds = rng.uniform(70, 110) if rng.random() < 0.1 else rng.uniform(0, 20)
-            producer.enqueue(RollbackWork, (round(seconds, 3), rng.random() < 0.1), options=None)
+
+    def job(rng: random.Random) -> tuple[type[Job], tuple[object, ...]]:
+        # A tenth run longer than the 60 s lease: their worker must keep renewing it.
+        seconds = rng.uniform(70, 110) if rng.random() < 0.1 else rng.uniform(0, 20)
+        return RollbackWork, (round(seconds, 3), rng.random() < 0.1)
+
+    def quiesce() -> None:
         plan.quiesce()
         world.emit("faults_quiesced")
-        waited = await drain(producer_store, deadline=DRAIN_DEADLINE, step=10)
-        world.emit("drain_wait_over", waited=waited)
-    finally:
-        producer_store.close()
-        for host in hosts:
-            await host.stop()
+
+    await poisson_load(
+        world,
+        hosts,
+        spec,
+        lambda: SqliteStore(path, busy_timeout_ms=0),
+        jobs=JOBS,
+        over=PRODUCE_FOR,
+        job=job,
+        drain_deadline=DRAIN_DEADLINE,
+        drain_step=10,
+        before_drain=quiesce,
+    )
 
 
 def _final_rows(world: World) -> list[tuple[int, str, int]]:

@@ -20,7 +20,7 @@ from reference.records import LogEvent
 from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
 from sim import invariants
-from sim.host import Host, QueueSpec, drain, producer_for
+from sim.host import Host, QueueSpec, poisson_load
 from sim.scenario import Check, Scenario
 
 if TYPE_CHECKING:
@@ -78,22 +78,17 @@ async def main(world: World) -> None:
         )
         for i in range(1, WORKERS + 1)
     ]
-    for host in hosts:
-        host.start()
-    producer_store = SqliteStore(path, busy_timeout_ms=0)
-    producer = producer_for(world, producer_store, spec)
-    rng = world.child_rng("workload")
-    try:
-        for _ in range(JOBS):
-            await asyncio.sleep(rng.expovariate(JOBS / PRODUCE_FOR))
-            producer.enqueue(Chunk, (round(rng.uniform(0.2, 1.5), 3),), options=None)
-        world.emit("producer_done")
-        waited = await drain(producer_store, deadline=DRAIN_DEADLINE, step=1)
-        world.emit("drain_wait_over", waited=waited)
-    finally:
-        producer_store.close()
-        for host in hosts:
-            await host.stop()
+    await poisson_load(
+        world,
+        hosts,
+        spec,
+        lambda: SqliteStore(path, busy_timeout_ms=0),
+        jobs=JOBS,
+        over=PRODUCE_FOR,
+        job=lambda rng: (Chunk, (round(rng.uniform(0.2, 1.5), 3),)),
+        drain_deadline=DRAIN_DEADLINE,
+        drain_step=1,
+    )
 
 
 def _final_status(world: World) -> Counter[str]:
