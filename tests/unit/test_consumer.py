@@ -579,3 +579,42 @@ def test_queue_job_starts_when_a_scheduled_run_frees_the_shared_slot(tmp_path: P
     run_virtual(main)
     (sched_end,) = JOURNAL.times("end", "sched")
     assert starts("queued") == [pytest.approx(sched_end, abs=1e-3)]
+
+
+# -- bugs in loop callbacks still stop the worker ---------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["wake-up", "flush"])
+def test_a_bug_in_a_loop_callback_stops_the_worker_as_a_task_error_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # Wake-ups and batched completions run as loop callbacks, not tasks: an exception
+    # there would reach only the loop's exception handler if nothing carried it out.
+    from reference.consumer import Consumer
+
+    def boom(*_args: object) -> None:
+        raise RuntimeError(f"bug in the {where} callback")
+
+    # The serve loop calls neither: only the callbacks do.
+    target = "_claimable" if where == "wake-up" else "_flush"
+    monkeypatch.setattr(Consumer, target, boom)
+
+    async def main() -> BaseException | None:
+        async with Rig(tmp_path / "q.db") as rig:
+            await rig.start()
+            await asyncio.sleep(1.0 - rig.now)
+            if where == "flush":
+                # No wake-up: the serve loop's poll claims it, then its success flushes.
+                rig.store.enqueue(
+                    NewJob("tests.unit.engine_jobs.Noop", '["x"]', "{}", rig.now, rig.now)
+                )
+            else:
+                rig.enqueue(Noop, "x")
+            task = rig.tasks[1]
+            await wait_until(task.done, 30)
+            return task.exception()
+
+    error = run_virtual(main)
+    assert error is not None
+    found = [error, *getattr(error, "exceptions", ())]
+    assert any(f"bug in the {where} callback" in str(e) for e in found), found
