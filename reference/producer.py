@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 Call = tuple["type[Job]", "Sequence[object]", "Mapping[str, object] | None"]
 
 
+# json.dumps with any non-default argument builds a new encoder on every call; this one
+# is built once (the same output: compact separators, every other setting the default).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_args(args: Sequence[object]) -> str:
     """JSON text of `args`, refusing anything that would not come back the same.
 
@@ -49,7 +54,7 @@ def encode_args(args: Sequence[object]) -> str:
                 f"argument {i} ({type(value).__name__}) is not JSON: {problem}; job arguments "
                 "must be JSON values (str, int, float, bool, None, list, dict with str keys)"
             )
-    return json.dumps(list(args), separators=(",", ":"))
+    return _COMPACT.encode(list(args))
 
 
 def _not_json(value: object) -> str | None:
