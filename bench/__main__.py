@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     # W1 does not depend on the number of workers: one project producer row is enough.
     w1_systems = [s for s in systems if not projects or s is not projects[1]]
 
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every `finally` stops the
+    # worker processes it started instead of leaving them running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     precompile()
     info = machine()
     print(

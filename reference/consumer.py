@@ -201,9 +201,9 @@ class Consumer:
                     timeout = self._until_next_due(poll)
             else:
                 self._slot_wanted.set()
-            # No free slot: any slot freeing sets _wake (ours directly, a scheduled run's via
-            # _wake_on_free_slot). Free but nothing due: the doorbell, the next run_at, or
-            # the poll, whichever comes first.
+            # No free slot: any slot freeing wakes us (_wake_on_free_slot; our own jobs'
+            # slots are refilled by the flush first). Free but nothing due: the doorbell,
+            # the next run_at, or the poll, whichever comes first.
             if timeout is None or timeout > 0:
                 try:
                     async with asyncio.timeout(timeout):
@@ -241,6 +241,10 @@ class Consumer:
     def _start(self, row: JobRow, tasks: asyncio.TaskGroup) -> None:
         if not self._slots.try_acquire():
             raise RuntimeError("claimed a job without a free slot")  # _serve claims <= free
+        if not self._slots.free:
+            # Every slot is busy now, filled here or by a callback the serve loop did not see:
+            # whichever slot frees first (a scheduled run's too) must wake it.
+            self._slot_wanted.set()
         self._running[row.id] = row.attempts
         self._observer.emit(
             LogEvent.JOB_CLAIMED,

@@ -581,6 +581,31 @@ def test_queue_job_starts_when_a_scheduled_run_frees_the_shared_slot(tmp_path: P
     assert starts("queued") == [pytest.approx(sched_end, abs=1e-3)]
 
 
+def test_a_slot_a_scheduled_run_frees_after_a_wake_up_filled_the_rest_is_not_left_idle(
+    tmp_path: Path,
+) -> None:
+    # Concurrency 2: a scheduled run holds one slot; one wake-up carries two jobs and the
+    # doorbell claims the first into the other slot. When the scheduled run ends (before
+    # the serve loop's next 5 s poll), the second job must start then, not at that poll.
+    entry = ScheduleEntry(
+        name="sched", job_class=timed_job("sched", 0.8), every=100.0, timeout=60.0, worker=1
+    )
+
+    async def main() -> None:
+        async with Rig(tmp_path / "q.db", concurrency=2, entries=[entry]) as rig:
+            await rig.start()
+            await wait_until(lambda: bool(starts("sched")), 200)
+            await asyncio.sleep(0.2)
+            rig.enqueue(Sleepy, "long", 60.0)
+            rig.enqueue(Noop, "queued")
+            await wait_until(lambda: bool(starts("queued")), 60)
+            await rig.stop()
+
+    run_virtual(main)
+    (sched_end,) = JOURNAL.times("end", "sched")
+    assert starts("queued") == [pytest.approx(sched_end, abs=1e-3)]
+
+
 # -- bugs in loop callbacks still stop the worker ---------------------------------------------
 
 
