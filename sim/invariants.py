@@ -6,6 +6,7 @@ never runtime internals, so a mutant cannot hide from them by changing an attrib
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,60 @@ def per_host_concurrency(trace: Trace, limit: int) -> Check:
             depth[r.host] -= 1
     return Check(
         f"running jobs <= concurrency ({limit}) per worker", worst <= limit, f"max {worst}"
+    )
+
+
+def no_idle_slot_while_due(
+    trace: Trace, *, epoch: float, concurrency: int, max_wait: float
+) -> Check:
+    """No due job stays unclaimed for over `max_wait` s while a live host has a free slot.
+
+    Replays the trace: jobs due and unclaimed (from JOB_ENQUEUED's run_at, POSIX seconds
+    from `epoch`, until the job's first JOB_CLAIMED) and each live host's running jobs,
+    scheduled or queued (JOB_STARTED to its end; a crash or stop empties it). Every
+    stretch in which a due job waits while some live host runs fewer than `concurrency`
+    jobs must end within `max_wait`: a wake-up or a freed slot must lead to a claim.
+    """
+    future: list[tuple[int, int]] = []  # (due ns, job id), not yet due
+    waiting: set[int] = set()  # due and unclaimed
+    claimed: set[int] = set()
+    depth: dict[int, int] = defaultdict(int)
+    up: set[int] = set()
+    idle_since: int | None = None
+    worst, worst_at = 0, 0
+    for r in trace.records:
+        now = r.ns
+        if r.event == "host_start":
+            up.add(int(str(r.get("host"))))
+        elif r.event in ("host_crash", "host_stopped"):
+            host = int(str(r.get("host")))
+            up.discard(host)
+            depth[host] = 0
+        elif r.event == LogEvent.JOB_ENQUEUED.value:
+            due = round((float(str(r.get("run_at"))) - epoch) * NS)
+            heapq.heappush(future, (due, int(str(r.get("job_id")))))
+        elif r.event == LogEvent.JOB_CLAIMED.value:
+            job = int(str(r.get("job_id")))
+            claimed.add(job)
+            waiting.discard(job)
+        elif r.event == LogEvent.JOB_STARTED.value:
+            depth[r.host] += 1
+        elif r.event in ENDS:
+            depth[r.host] -= 1
+        while future and future[0][0] <= now:
+            _, job = heapq.heappop(future)
+            if job not in claimed:
+                waiting.add(job)
+        if idle_since is not None and now - idle_since > worst:
+            worst, worst_at = now - idle_since, idle_since
+        if waiting and any(depth[h] < concurrency for h in up):
+            idle_since = now if idle_since is None else idle_since
+        else:
+            idle_since = None
+    return Check(
+        f"no due job waits > {max_wait:g} s while a worker has a free slot",
+        worst / NS <= max_wait,
+        f"longest {worst / NS:.3f} s, from t={worst_at / NS:.3f}",
     )
 
 

@@ -136,6 +136,12 @@ def _claims_ignore_busy_slots(self: Consumer) -> int:
     return self._slots.size
 
 
+async def _slot_watch_off(self: Consumer) -> None:
+    # Nothing wakes the consumer when a scheduled run frees a slot: queue jobs wait for
+    # the next completion or the poll while the slot sits idle.
+    await self._drained.wait()
+
+
 def _complete_then_fetch_apart(
     self: SqliteStore,
     claims: list[tuple[int, int]],
@@ -224,6 +230,13 @@ MUTANTS: tuple[Mutant, ...] = (
         restores="the queue claims for every slot of the worker, busy or not",
         caught_by=("shared_slots", "swarm"),
         replacement=_claims_ignore_busy_slots,
+    ),
+    Mutant(
+        name="free_slot_not_watched",
+        target="reference.consumer:Consumer._wake_on_free_slot",
+        restores="a slot freed by a scheduled run does not wake the consumer (found earlier)",
+        caught_by=("shared_slots",),
+        replacement=_slot_watch_off,
     ),
     Mutant(
         name="complete_fetch_not_atomic",

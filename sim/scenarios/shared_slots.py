@@ -115,6 +115,9 @@ def checks(world: World) -> list[Check]:
     }
     return [
         invariants.per_host_concurrency(trace, CONCURRENCY),
+        invariants.no_idle_slot_while_due(
+            trace, epoch=world.clock.epoch.timestamp(), concurrency=CONCURRENCY, max_wait=0.5
+        ),
         Check(
             "every queue job done exactly once",
             len(enqueued) == JOBS and not not_once and status == Counter(done=JOBS),
