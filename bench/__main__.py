@@ -131,7 +131,11 @@ def w2(system: System, root: Path, n: int) -> dict[str, float]:
                 s.check_alive()
             return system.drained(root, n)
 
-        harness.wait_until(done, f"{system.name} to drain {n} jobs")
+        # Slow peers drain ~100 jobs/s (rq forks per job): allow 20 ms a job, at least
+        # BOUND. A dead worker still fails at once (done() checks every process).
+        harness.wait_until(
+            done, f"{system.name} to drain {n} jobs", timeout=max(harness.BOUND, n * 0.02)
+        )
         first, last = system.drain_window(root, n)
     finally:
         for s in services:
