@@ -241,11 +241,13 @@ class Consumer:
     def _start(self, row: JobRow, tasks: asyncio.TaskGroup) -> None:
         if not self._slots.try_acquire():
             raise RuntimeError("claimed a job without a free slot")  # _serve claims <= free
-        if not self._slots.free:
-            # Every slot is busy now, filled here or by a callback the serve loop did not see:
-            # whichever slot frees first (a scheduled run's too) must wake it.
-            self._slot_wanted.set()
         self._running[row.id] = row.attempts
+        # Every slot busy, some with scheduled runs (ours are the running jobs not waiting
+        # for a flush), filled here or by a callback the serve loop did not see: the slot
+        # a scheduled run frees must wake it. Our own are refilled by the flush.
+        holding = len(self._running) - len(self._finished)
+        if not self._slots.free and holding < self._slots.size:
+            self._slot_wanted.set()
         self._observer.emit(
             LogEvent.JOB_CLAIMED,
             worker=self._index,
