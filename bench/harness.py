@@ -58,13 +58,15 @@ class System(Protocol):
     def drain_window(self, root: Path, n: int) -> tuple[float, float]: ...  # first start, last done
 
 
-def wait_until(predicate: Callable[[], bool], what: str, *, timeout: float = BOUND) -> None:
-    """Poll `predicate` every POLL seconds until true; raise BenchError after `timeout`."""
+def wait_until(
+    predicate: Callable[[], bool], what: str, *, timeout: float = BOUND, poll: float = POLL
+) -> None:
+    """Poll `predicate` every `poll` seconds until true; raise BenchError after `timeout`."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(POLL)
+        time.sleep(poll)
 
 
 def quantile(values: Sequence[float], q: float) -> float:

@@ -65,27 +65,10 @@ def worker(n: int, top: int, concurrency: int) -> None:
     try:
         harness.run_producer(system.producer_argv("prefill", root, n, n), root / "producer.log")
         argv = [
-            sys.executable,
-            "-m",
-            "cProfile",
-            "-o",
-            str(out),
-            "-m",
-            "reference.worker",
-            "--workers",
-            "1",
+            *harness.module_argv("cProfile", "-o", str(out), "-m", "reference.worker"),
+            *system.worker_args(root),
             "--worker-index",
             "1",
-            "--concurrency",
-            str(concurrency),
-            "--metrics",
-            "off",
-            "--import",
-            "bench.jobs",
-            "--db",
-            str(db_path(root)),
-            "--socket-dir",
-            str(socket_dir(root)),
         ]
         service = harness.start_service("profiled worker", argv, root / "worker.log")
         try:

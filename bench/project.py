@@ -67,9 +67,9 @@ class ProjectSystem:
 
         return [socket_address(str(socket_dir(root)), i) for i in range(1, self.workers + 1)]
 
-    def start(self, root: Path) -> list[harness.Service]:
-        argv = harness.module_argv(
-            "reference.worker",
+    def worker_args(self, root: Path) -> list[str]:
+        """`python -m reference.worker` arguments for this configuration on `root`."""
+        return [
             "--workers",
             str(self.workers),
             "--concurrency",
@@ -82,7 +82,10 @@ class ProjectSystem:
             str(db_path(root)),
             "--socket-dir",
             str(socket_dir(root)),
-        )
+        ]
+
+    def start(self, root: Path) -> list[harness.Service]:
+        argv = harness.module_argv("reference.worker", *self.worker_args(root))
         return [harness.start_service(self.name, argv, root / "workers.log")]
 
     def ready(self, root: Path) -> bool:

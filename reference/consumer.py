@@ -331,8 +331,7 @@ class Consumer:
         try:
             self._flush(self._finished)
         except Exception as exc:  # a bug: in a loop callback it must still stop the worker
-            self._fatal = exc
-            self._wake.set()
+            self._fail_from_callback(exc)
 
     def _flush(self, batch: list[tuple[JobRow, str]]) -> None:
         self._finished = []
@@ -475,8 +474,12 @@ class Consumer:
                 )
             self._nudge()
         except Exception as exc:
-            self._fatal = exc
-            self._wake.set()
+            self._fail_from_callback(exc)
+
+    def _fail_from_callback(self, exc: Exception) -> None:
+        """Keep a loop callback's error for the serve loop to raise, as a task's would."""
+        self._fatal = exc
+        self._wake.set()
 
     async def _renew_leases(self) -> None:
         """Extend the leases of running jobs every lease/3, until the last job is done."""
