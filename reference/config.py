@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from reference.allocator import DEFAULT_TRIM_THRESHOLD
 from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL
 from reference.errors import ConfigError
 from reference.metrics import default_metrics_path
@@ -55,6 +56,9 @@ class WorkerSettings:
     isolated: frozenset[int]
     poll_interval: float = POLL_INTERVAL
     lease: float = DEFAULT_LEASE
+    # glibc's malloc trim threshold for worker processes (reference.allocator says why);
+    # None when the user set glibc's own knobs, which then stay in charge.
+    heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD
 
     def serves_queue(self, index: int) -> bool:
         """True unless `ISOLATION_FORKS` keeps worker `index` off the queue."""
@@ -98,6 +102,15 @@ def _pick(cli: object, environ: Mapping[str, str], name: str) -> object:
         return cli
     value = environ.get(name)
     return value if value not in (None, "") else None
+
+
+def _heap_trim_threshold(environ: Mapping[str, str]) -> int | None:
+    """The worker's malloc trim threshold, unless glibc's own variables already set one."""
+    if "MALLOC_TRIM_THRESHOLD_" in environ:
+        return None
+    if "trim_threshold" in environ.get("GLIBC_TUNABLES", ""):
+        return None
+    return DEFAULT_TRIM_THRESHOLD
 
 
 def resolve_queue(
@@ -165,4 +178,5 @@ def resolve_worker(
         if poll is None
         else _positive_float("QUEUE_POLL_INTERVAL", poll),
         lease=DEFAULT_LEASE if lease is None else _positive_float("QUEUE_LEASE", lease),
+        heap_trim_threshold=_heap_trim_threshold(environ),
     )

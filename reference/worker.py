@@ -17,6 +17,7 @@ import sys
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
+from reference.allocator import keep_freed_heap
 from reference.clock import SystemClock
 from reference.config import WorkerSettings, process_environ, resolve_worker
 from reference.counters import NullCounters
@@ -116,6 +117,8 @@ def _counters(settings: WorkerSettings, index: int, stack: ExitStack) -> Counter
 
 async def serve(settings: WorkerSettings, entries: Sequence[ScheduleEntry], index: int) -> int:
     """Run worker `index` until SIGTERM/SIGINT; return its exit status."""
+    if settings.heap_trim_threshold is not None:
+        keep_freed_heap(settings.heap_trim_threshold)
     with ExitStack() as stack:
         runtime = Runtime(
             clock=SystemClock(),

@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "reference.unix_transport": 3,
     "reference.metrics": 3,
     "reference.offload": 3,
+    "reference.allocator": 3,
     # 4: composition roots
     "reference.runtime": 4,
     "reference.config": 4,
@@ -65,6 +66,7 @@ CONFINED: dict[str, set[str]] = {
     "sqlite3": {"reference.sqlite_store"},
     "socket": {"reference.unix_transport"},
     "mmap": {"reference.metrics"},
+    "ctypes": {"reference.allocator"},
     # queue/__init__: one lock serialises the thread-shared producer (sync jobs enqueue).
     "threading": {"reference.offload", "reference.queue"},
     "signal": {"reference.supervisor"},

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from reference.allocator import DEFAULT_TRIM_THRESHOLD
 from reference.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DB_PATH,
@@ -171,3 +172,13 @@ def test_resolve_queue_argv_over_environment() -> None:
     assert (q.db_path, q.socket_dir, q.total_workers) == ("/a.db", "/env/sock", 3)
     q = resolve_queue(db=None, socket_dir=None, workers=None, environ=FULL_ENV)
     assert (q.db_path, q.total_workers) == ("/env/q.db", 4)
+
+
+def test_workers_keep_freed_heap_unless_glibc_is_told_otherwise() -> None:
+    assert resolve_worker(environ={}).heap_trim_threshold == DEFAULT_TRIM_THRESHOLD
+    # The user's own glibc settings win: the worker then leaves malloc alone.
+    assert resolve_worker(environ={"MALLOC_TRIM_THRESHOLD_": "0"}).heap_trim_threshold is None
+    tunables = {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=65536"}
+    assert resolve_worker(environ=tunables).heap_trim_threshold is None
+    other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert resolve_worker(environ=other).heap_trim_threshold == DEFAULT_TRIM_THRESHOLD
