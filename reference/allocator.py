@@ -24,9 +24,8 @@ resolves that to None and the worker leaves malloc alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
-import platform
+import os
 from typing import Final
 
 logger = logging.getLogger(__name__)
@@ -44,16 +43,19 @@ def keep_freed_heap(threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
     """
     if not 0 <= threshold <= MAX_THRESHOLD:
         raise ValueError(f"threshold must be 0..{MAX_THRESHOLD} bytes, not {threshold}")
-    if platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    mallopt = libc.mallopt
+    mallopt = ctypes.CDLL(None).mallopt  # the process's own libc, no library search
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     if mallopt(M_TRIM_THRESHOLD, threshold) != 1:
         logger.warning("mallopt(M_TRIM_THRESHOLD, %d) was refused", threshold)
         return False
     return True
+
+
+def _is_glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):  # the name is unknown off glibc
+        return False

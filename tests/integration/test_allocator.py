@@ -24,7 +24,7 @@ import ctypes, sys
 from reference.allocator import keep_freed_heap
 if sys.argv[1] == "keep":
     assert keep_freed_heap()
-libc = ctypes.CDLL("libc.so.6")
+libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = (ctypes.c_void_p,)
 libc.sbrk.restype = ctypes.c_void_p
@@ -39,9 +39,7 @@ print(grown - libc.sbrk(0))
 
 def _returned_bytes(mode: str) -> int:
     # glibc's defaults, whatever the environment running the tests asks of malloc.
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
         capture_output=True,
