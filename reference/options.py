@@ -24,8 +24,13 @@ BACKOFFS: tuple[Backoff, ...] = ("fixed", "linear", "exponential")
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRY_DELAY = 1.0
+# A run that ended with its worker's death (os._exit, a segfault, the OOM killer) counts as
+# a crash; after this many the job ends `failed` instead of taking down every next worker.
+DEFAULT_MAX_CRASHES = 3
 # Exponential backoff doubles; cap it so a large retry count cannot schedule a job decades out.
 MAX_RETRY_DELAY = 24 * 3600.0
+# Counts are stored as JSON and compared with SQLite integers: keep them well inside int64.
+MAX_COUNT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,7 @@ class JobOptions:
     retry_delay: float = DEFAULT_RETRY_DELAY
     backoff: Backoff = "fixed"
     jitter: float | None = None  # None: 0.5 for exponential, else 0 (SPEC)
+    max_crashes: int = DEFAULT_MAX_CRASHES
 
     @property
     def effective_jitter(self) -> float:
@@ -61,6 +67,7 @@ class JobOptions:
         fields = {
             "backoff": self.backoff,
             "jitter": self.jitter,
+            "max_crashes": self.max_crashes,
             "retry": self.retry,
             "retry_delay": self.retry_delay,
             "timeout": self.timeout,
@@ -124,11 +131,12 @@ def _validate(raw: Mapping[str, object]) -> dict[str, Any]:
             if key == "jitter" and not 0.0 <= number <= 1.0:
                 raise InvalidOptionError("option 'jitter' must be between 0 and 1")
             changes[key] = number
-        elif key == "retry":
+        elif key in ("retry", "max_crashes"):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise OptionTypeError(f"option 'retry' must be an int, not {type(value).__name__}")
-            if value < 0:
-                raise InvalidOptionError("option 'retry' must be >= 0")
+                raise OptionTypeError(f"option {key!r} must be an int, not {type(value).__name__}")
+            low = 0 if key == "retry" else 1
+            if not low <= value <= MAX_COUNT:
+                raise InvalidOptionError(f"option {key!r} must be between {low} and {MAX_COUNT}")
             changes[key] = value
         else:  # backoff
             if not isinstance(value, str):

@@ -28,6 +28,7 @@ class LogEvent(StrEnum):
     ENTRY_SCHEDULED = "entry_scheduled"
     JOB_STARTED = "job_started"
     JOB_SUCCEEDED = "job_succeeded"
+    JOB_ABANDONED = "job_abandoned"
     JOB_FAILED = "job_failed"
     JOB_TIMED_OUT = "job_timed_out"
     JOB_SKIPPED = "job_skipped"

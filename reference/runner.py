@@ -132,6 +132,13 @@ class Slots:
         return f"Slots(free={self._free}/{self.size}, waiting={len(self._waiters)})"
 
 
+# A job that swallows the cancellation of its timeout is given this long to end, then
+# abandoned: its slot is freed and the run recorded as timed out, so a stop always finishes.
+CANCEL_GRACE = 5.0
+# Error text stored in `last_error` and logged: bounded, and always valid UTF-8.
+MAX_ERROR_CHARS = 8 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """How one run ended; `error` is `"Type: message"` for failures and timeouts."""
@@ -141,16 +148,49 @@ class RunResult:
     duration: float
 
 
+def clean_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` made storable: lone surrogates escaped (`\\udcxx`), cut to `limit` characters.
+
+    Job code produces arbitrary strings (a file name from `os.listdir` carries surrogates
+    that no UTF-8 database column accepts); nothing a job produced may fail its own record.
+    """
+    if len(text) > limit:
+        text = f"{text[:limit]}... [{len(text) - limit:,} more characters cut]"
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def describe_error(exc: BaseException) -> str:
-    """`ExceptionType: message`, the form stored in `last_error`."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """`ExceptionType: message`, the form stored in `last_error`; never raises."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception as str_exc:  # a hostile __str__ is still that job's outcome
+        text = f"<str() of the exception raised {type(str_exc).__name__}>"
+    return clean_text(f"{name}: {text}" if text else name)
 
 
 class Runner:
-    """Executes jobs for one worker: timeout, sync offload, counters, events."""
+    """Executes jobs for one worker: timeout, sync offload, counters, events.
 
-    __slots__ = ("_clock", "_counters", "_observer", "_offload", "worker")
+    The job boundary: a job's code runs in a task of its own, and *anything* it raises
+    (`SystemExit` from `sys.exit()` or argparse, `KeyboardInterrupt`, a `CancelledError`
+    it raised itself) becomes that run's outcome; only the worker's own stop (cancelling
+    `run`) propagates. A job that ignores its timeout's cancellation for `cancel_grace`
+    seconds is abandoned: the run is recorded as timed out and the task left to end
+    whenever it does (`abandoned` counts them; `close` cancels what is left).
+    """
+
+    __slots__ = (
+        "_abandoned",
+        "_cancel_grace",
+        "_clock",
+        "_counters",
+        "_observer",
+        "_offload",
+        "worker",
+    )
 
     def __init__(
         self,
@@ -160,12 +200,20 @@ class Runner:
         counters: Counters,
         observer: Observer,
         worker: int,
+        cancel_grace: float = CANCEL_GRACE,
     ) -> None:
         self._clock = clock
         self._offload = offload
         self._counters = counters
         self._observer = observer
         self.worker = worker
+        self._cancel_grace = cancel_grace
+        self._abandoned: set[asyncio.Task[BaseException | None]] = set()
+
+    @property
+    def abandoned(self) -> int:
+        """Runs abandoned for ignoring cancellation that have not ended yet."""
+        return len(self._abandoned)
 
     async def run(
         self, job_cls: type[Job], args: list[object], *, time_limit: float, label: str
@@ -173,33 +221,79 @@ class Runner:
         """Run one job to completion or timeout; the caller holds a slot.
 
         Never raises for the job's own errors (they become the result); never swallows
-        cancellation.
+        the cancellation of `run` itself (the worker's hard stop).
         """
         set_current_worker(self.worker)
         started = self._clock.monotonic()
         self._counters.started(self._clock.realtime())
         self._observer.emit(LogEvent.JOB_STARTED, worker=self.worker, label=label)
-        # Until perform returns, the run counts as interrupted: a cancellation that
-        # propagates (a hard stop) still closes the run in the counters.
+        # Until the run ends, it counts as interrupted: a cancellation that propagates (a
+        # hard stop) still closes the run in the counters.
         outcome = Outcome.FAILURE
         error: str | None = "CancelledError: the worker stopped mid-run"
         try:
-            async with asyncio.timeout(time_limit) as deadline:
-                await self._perform(job_cls, args)
-            outcome, error = Outcome.SUCCESS, None
-        except TimeoutError as exc:
-            if deadline.expired():
-                outcome = Outcome.TIMEOUT
-                error = f"TimeoutError: {label} exceeded its {time_limit:g} s timeout"
-            else:
-                outcome, error = Outcome.FAILURE, describe_error(exc)
-        except Exception as exc:  # the job boundary: any job error becomes the result
-            outcome, error = Outcome.FAILURE, describe_error(exc)
+            outcome, error = await self._supervise(job_cls, args, time_limit, label)
         finally:
             duration = self._clock.monotonic() - started
             self._counters.finished(outcome, duration * 1000.0)
         self._report(label, outcome, error, duration)
         return RunResult(outcome, error, duration)
+
+    async def _supervise(
+        self, job_cls: type[Job], args: list[object], time_limit: float, label: str
+    ) -> tuple[Outcome, str | None]:
+        task = asyncio.get_running_loop().create_task(self._guarded(job_cls, args), name=label)
+        try:
+            await asyncio.wait((task,), timeout=time_limit)
+            if task.done():
+                return self._ended(task, label)
+            task.cancel()
+            await asyncio.wait((task,), timeout=self._cancel_grace)
+        except asyncio.CancelledError:  # the worker's own stop: take the job down with it
+            task.cancel()
+            raise
+        timed_out = f"TimeoutError: {label} exceeded its {time_limit:g} s timeout"
+        if task.done():
+            if not task.cancelled():
+                task.result()  # retrieved, so asyncio does not log it as never retrieved
+            return Outcome.TIMEOUT, timed_out
+        self._abandon(task, label)
+        return Outcome.TIMEOUT, f"{timed_out} and ignored cancellation; abandoned"
+
+    def _ended(
+        self, task: asyncio.Task[BaseException | None], label: str
+    ) -> tuple[Outcome, str | None]:
+        if task.cancelled():  # not by us: the job's own code cancelled itself
+            return Outcome.FAILURE, f"CancelledError: {label} cancelled itself"
+        exc = task.result()
+        if exc is None:
+            return Outcome.SUCCESS, None
+        return Outcome.FAILURE, describe_error(exc)
+
+    def _abandon(self, task: asyncio.Task[BaseException | None], label: str) -> None:
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+        self._observer.emit(LogEvent.JOB_ABANDONED, worker=self.worker, label=label)
+
+    def close(self) -> None:
+        """Cancel the abandoned runs still going (the worker is exiting)."""
+        for task in list(self._abandoned):
+            task.cancel()
+
+    async def _guarded(self, job_cls: type[Job], args: list[object]) -> BaseException | None:
+        """The job boundary: whatever the job raises is returned as its outcome.
+
+        `BaseException` on purpose (STYLE 4.5's one exception): inside a task,
+        `SystemExit` and `KeyboardInterrupt` would otherwise escape the event loop and take
+        the worker down. Only the cancellation of this task (the timeout, the stop) passes.
+        """
+        try:
+            await self._perform(job_cls, args)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            return exc
+        return None
 
     async def _perform(self, job_cls: type[Job], args: list[object]) -> None:
         job = job_cls()
@@ -222,9 +316,12 @@ class Runner:
         elif outcome is Outcome.TIMEOUT:
             self._observer.emit(LogEvent.JOB_TIMED_OUT, worker=self.worker, label=label)
             logger.error(
-                "%s timed out after %.3f s",
+                "%s timed out after %.3f s%s",
                 label,
                 duration,
+                "; it ignored cancellation and was abandoned (untracked from now on)"
+                if error is not None and error.endswith("abandoned")
+                else "",
                 extra={"event": LogEvent.JOB_TIMED_OUT, "worker": self.worker},
             )
         else:

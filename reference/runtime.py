@@ -122,6 +122,7 @@ class Worker:
                 )
                 tasks.create_task(consumer.run(self._stopping, tasks), name="consumer")
             await self._stopping.wait()
+        self.runner.close()
         logger.info(
             "worker %d stopped",
             self.index,

@@ -8,6 +8,8 @@ Times are the running loop's time, which on `SimEventLoop` is virtual.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -129,6 +131,53 @@ class OwnTimeout(Job):
 
     async def perform(self) -> None:
         raise TimeoutError("my own timeout")
+
+
+class Raises(Job):
+    """Raises whatever `kind` names: the job boundary must make each its outcome."""
+
+    async def perform(self, kind: str) -> None:
+        JOURNAL.note("start", kind)
+        if kind == "exit":
+            sys.exit(3)
+        if kind == "interrupt":
+            raise KeyboardInterrupt
+        if kind == "cancel":
+            raise asyncio.CancelledError
+        if kind == "surrogate":
+            raise OSError("cannot open " + os.fsdecode(b"caf\xe9.txt"))
+        if kind == "hostile-str":
+            raise HostileStr
+        if kind == "huge":
+            raise ValueError("x" * 1_000_000)
+        raise AssertionError(kind)
+
+
+class HostileStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+class SyncExits(Job):
+    """A plain def calling sys.exit(), in the worker's thread."""
+
+    def perform(self) -> None:
+        sys.exit("bye")
+
+
+class IgnoresCancel(Job):
+    """Swallows cancellation and keeps going for `seconds` of loop time, then returns."""
+
+    async def perform(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        JOURNAL.note("start", "stubborn")
+        end = loop.time() + seconds
+        while loop.time() < end:
+            try:
+                await asyncio.sleep(end - loop.time())
+            except asyncio.CancelledError:
+                JOURNAL.note("cancel", "stubborn")
+        JOURNAL.note("end", "stubborn")
 
 
 # Set by a test to let `SyncBlocked` finish; a real thread blocks on it.

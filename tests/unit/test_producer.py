@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reference.errors import InvalidOptionError, OptionTypeError, PayloadError
-from reference.producer import Producer, encode_args
+from reference.producer import MAX_ARGS_BYTES, MAX_ARGS_DEPTH, MAX_INT_BITS, Producer, encode_args
 from reference.records import JobStatus
 from reference.sqlite_store import SqliteStore
 from reference.transport import SendResult
@@ -273,3 +273,33 @@ def test_no_waker_means_no_wake_up(world: World) -> None:
     assert world.fabric.sends == []
     assert world.store.stats().pending == 1
     assert "Producer(" in repr(producer)
+
+
+def _nested(levels: int) -> list[object]:
+    """A list nested `levels` deep ([[...]] has 2)."""
+    value: list[object] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def test_payload_depth_limit_matches_what_a_worker_decodes() -> None:
+    """The argument list is level 1; the deepest accepted value decodes again (a worker's
+    json.loads of ~1,000 levels raised RecursionError and crash-looped it)."""
+    accepted = encode_args([_nested(MAX_ARGS_DEPTH - 1)])
+    assert json.loads(accepted) == [_nested(MAX_ARGS_DEPTH - 1)]
+    for levels in (MAX_ARGS_DEPTH, 985, 50_000):
+        with pytest.raises(PayloadError, match=f"nested more than {MAX_ARGS_DEPTH} levels"):
+            encode_args([_nested(levels)])
+    with pytest.raises(PayloadError, match="nested more than"):
+        encode_args([{"a": _nested(MAX_ARGS_DEPTH)}])
+
+
+def test_payload_size_and_int_limits() -> None:
+    with pytest.raises(PayloadError, match="the limit is 1,048,576"):
+        encode_args(["x" * MAX_ARGS_BYTES])
+    assert json.loads(encode_args([2**MAX_INT_BITS - 1])) == [2**MAX_INT_BITS - 1]
+    with pytest.raises(PayloadError, match="an int of more than"):
+        encode_args([10**5000])  # str() of it raises ValueError (4,300-digit limit)
+    with pytest.raises(PayloadError, match="dict key <huge int> is not a str"):
+        encode_args([{10**400: 1}])

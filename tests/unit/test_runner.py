@@ -12,7 +12,7 @@ from reference.clock import SystemClock
 from reference.counters import SEGMENT_SIZE, BufferCounters, Outcome
 from reference.offload import ThreadOffload
 from reference.records import LogEvent
-from reference.runner import Runner, RunResult, Slots, describe_error
+from reference.runner import CANCEL_GRACE, Runner, RunResult, Slots, clean_text, describe_error
 from sim.clock import SimClock
 from sim.offload import InlineOffload
 from sim.trace import HostObserver, Trace
@@ -20,13 +20,16 @@ from tests.unit.engine_jobs import (
     JOURNAL,
     UNBLOCK,
     Boom,
+    IgnoresCancel,
     Journal,
     Noop,
     OwnTimeout,
+    Raises,
     ReturnsCoroutine,
     Sleepy,
     SyncBlocked,
     SyncBoom,
+    SyncExits,
     SyncNoop,
     run_virtual,
 )
@@ -435,3 +438,116 @@ def test_sync_job_in_a_real_thread_is_abandoned_at_its_timeout() -> None:
     assert 0.2 <= result.duration < 5.0
     assert counters.snapshot().total_timeouts == 1
     assert JOURNAL.times("start", "blocked") == [None]
+
+
+# -- the job boundary: anything a job raises is its outcome ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("exit", "SystemExit: 3"),
+        ("interrupt", "KeyboardInterrupt"),
+        ("cancel", "CancelledError: L cancelled itself"),
+        ("surrogate", "OSError: cannot open caf\\udce9.txt"),
+        ("hostile-str", "HostileStr: <str() of the exception raised RuntimeError>"),
+    ],
+)
+def test_anything_a_job_raises_is_its_failure(kind: str, error: str) -> None:
+    """SystemExit, KeyboardInterrupt and a self-raised CancelledError would escape the loop
+    (or the Exception-only boundary) and kill the worker; a lone surrogate or a hostile
+    __str__ would fail the record of the outcome instead."""
+
+    async def main() -> tuple[RunResult, Bench]:
+        bench = Bench()
+        return await bench.run(Raises, [kind]), bench
+
+    result, bench = run_virtual(main)
+    assert result.outcome is Outcome.FAILURE
+    assert result.error == error
+    result.error.encode("utf-8")  # storable: no lone surrogate left
+    assert bench.counters.snapshot().total_failures == 1
+
+
+def test_sync_job_calling_sys_exit_in_its_thread_is_a_failure() -> None:
+    counters = BufferCounters(bytearray(SEGMENT_SIZE), 0, 1)
+    from reference.observe import NULL_OBSERVER
+
+    runner = Runner(
+        clock=SystemClock(),
+        offload=ThreadOffload(),
+        counters=counters,
+        observer=NULL_OBSERVER,
+        worker=1,
+    )
+
+    async def main() -> RunResult:
+        return await runner.run(SyncExits, [], time_limit=5.0, label="x")
+
+    with asyncio.Runner() as loop_runner:
+        result = loop_runner.run(main())
+    assert (result.outcome, result.error) == (Outcome.FAILURE, "SystemExit: bye")
+
+
+def test_a_huge_error_message_is_cut() -> None:
+    async def main() -> RunResult:
+        return await Bench().run(Raises, ["huge"])
+
+    error = run_virtual(main).error
+    assert error is not None
+    assert len(error) < 9000
+    assert error.endswith("more characters cut]")
+
+
+def test_clean_text_keeps_ordinary_text() -> None:
+    assert clean_text("plain") == "plain"
+    assert clean_text("naïve ☃") == "naïve ☃"
+    assert clean_text("a\udcffb") == "a\\udcffb"
+
+
+def test_a_job_ignoring_cancellation_is_abandoned_after_the_grace() -> None:
+    """Its slot must come back and the run must end (timed out) at timeout + grace; the job
+    itself goes on untracked until it ends by itself."""
+
+    async def main() -> tuple[RunResult, float, int, int]:
+        bench = Bench()
+        result = await bench.run(IgnoresCancel, [100.0], limit=2.0)
+        at = asyncio.get_running_loop().time()
+        abandoned = bench.runner.abandoned
+        await asyncio.sleep(200.0)  # the job ends by itself at t=100
+        return result, at, abandoned, bench.runner.abandoned
+
+    result, at, abandoned_then, abandoned_later = run_virtual(main)
+    assert at == 2.0 + CANCEL_GRACE
+    assert result.outcome is Outcome.TIMEOUT
+    assert (
+        result.error
+        == "TimeoutError: L exceeded its 2 s timeout and ignored cancellation; abandoned"
+    )
+    assert (abandoned_then, abandoned_later) == (1, 0)
+    assert JOURNAL.times("cancel", "stubborn") == [2.0]
+    assert JOURNAL.times("end", "stubborn") == [100.0]
+
+
+def test_a_job_that_ends_within_the_grace_is_a_timeout() -> None:
+    async def main() -> RunResult:
+        return await Bench().run(IgnoresCancel, [3.0], limit=2.0)
+
+    result = run_virtual(main)
+    assert result.outcome is Outcome.TIMEOUT
+    assert result.error == "TimeoutError: L exceeded its 2 s timeout"
+    assert JOURNAL.times("end", "stubborn") == [3.0]
+
+
+def test_the_workers_hard_stop_still_cancels_the_job() -> None:
+    async def main() -> None:
+        bench = Bench()
+        task = asyncio.create_task(bench.runner.run(Sleepy, ["hs", 50.0], time_limit=99, label="c"))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(100.0)
+
+    run_virtual(main)
+    assert JOURNAL.times("end", "hs") == []
