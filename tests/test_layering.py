@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "reference.metrics": 3,
     "reference.offload": 3,
     "reference.allocator": 3,
+    "reference.process": 3,
     # 4: composition roots
     "reference.runtime": 4,
     "reference.config": 4,
@@ -66,7 +67,8 @@ CONFINED: dict[str, set[str]] = {
     "sqlite3": {"reference.sqlite_store"},
     "socket": {"reference.unix_transport"},
     "mmap": {"reference.metrics"},
-    "ctypes": {"reference.allocator"},
+    # allocator: mallopt; process: prctl(PR_SET_PDEATHSIG), so workers die with the supervisor.
+    "ctypes": {"reference.allocator", "reference.process"},
     # queue/__init__: one lock serialises the thread-shared producer (sync jobs enqueue).
     "threading": {"reference.offload", "reference.queue"},
     "signal": {"reference.supervisor"},
