@@ -16,6 +16,7 @@ from reference.allocator import DEFAULT_TRIM_THRESHOLD
 from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL
 from reference.errors import ConfigError
 from reference.metrics import default_metrics_path
+from reference.supervisor import DEFAULT_STOP_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -59,6 +60,8 @@ class WorkerSettings:
     # glibc's malloc trim threshold for worker processes (reference.allocator says why);
     # None when the user set glibc's own knobs, which then stay in charge.
     heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD
+    # Seconds a stopping worker may take before the supervisor kills it (WORKER_STOP_GRACE).
+    stop_grace: float = DEFAULT_STOP_GRACE
 
     def serves_queue(self, index: int) -> bool:
         """True unless `ISOLATION_FORKS` keeps worker `index` off the queue."""
@@ -165,6 +168,7 @@ def resolve_worker(
     isolated = _index_list("ISOLATION_FORKS", environ.get("ISOLATION_FORKS", ""))
     poll = environ.get("QUEUE_POLL_INTERVAL")
     lease = environ.get("QUEUE_LEASE")
+    stop_grace = environ.get("WORKER_STOP_GRACE")
     return WorkerSettings(
         schedule_path=None if schedule_path is None else str(schedule_path),
         workers=queue.total_workers,
@@ -179,4 +183,7 @@ def resolve_worker(
         else _positive_float("QUEUE_POLL_INTERVAL", poll),
         lease=DEFAULT_LEASE if lease is None else _positive_float("QUEUE_LEASE", lease),
         heap_trim_threshold=_heap_trim_threshold(environ),
+        stop_grace=DEFAULT_STOP_GRACE
+        if stop_grace is None
+        else _positive_float("WORKER_STOP_GRACE", stop_grace),
     )

@@ -3,7 +3,9 @@
 Layer 4 (composition root). `main(argv) -> int` parses, resolves settings, validates the
 whole schedule before any worker starts, then runs the supervisor or one worker. It keeps
 no module state: `python -m` runs this file as `__main__`, a second copy of the module.
-Exit status: 0 after a graceful stop, 2 for bad usage or configuration, 1 for a failure.
+Exit status: 0 after a graceful stop, 2 for bad usage or configuration, 1 for a failure;
+a worker also exits 3 when its queue database is missing or corrupt, which tells its
+supervisor that a restart will not help (`reference.supervisor` lists the codes).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import random
 import sys
 from contextlib import ExitStack
@@ -21,26 +24,32 @@ from reference.allocator import keep_freed_heap
 from reference.clock import SystemClock
 from reference.config import WorkerSettings, process_environ, resolve_worker
 from reference.counters import NullCounters
-from reference.errors import BackgroundError, ConfigError
+from reference.errors import BackgroundError, ConfigError, StoreCorruptError, StoreError
 from reference.offload import ThreadOffload
+from reference.records import LogEvent
 from reference.registry import default_registry
 from reference.runtime import Runtime, Worker
 from reference.schedule import ScheduleEntry, entries_for, load_schedule
 from reference.supervisor import (
+    EXIT_UNUSABLE,
     Supervisor,
     ignore_stop_signals,
     install_stop_handlers,
     python_argv,
+    stop_when_parent_dies,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from reference.counters import Counters
 
 logger = logging.getLogger("reference.worker")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process_tag)s] %(name)s: %(message)s"
+# How often a supervised worker checks that its supervisor is still its parent: one cheap
+# getppid() a second, the fallback where the kernel's parent-death signal is unavailable.
+PARENT_CHECK_INTERVAL = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--worker-index", type=int, help="run only this worker (1..N)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    # Internal: the supervisor passes its pid, and the worker stops when that parent is gone.
+    parser.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -115,8 +126,28 @@ def _counters(settings: WorkerSettings, index: int, stack: ExitStack) -> Counter
     return segment.counters
 
 
-async def serve(settings: WorkerSettings, entries: Sequence[ScheduleEntry], index: int) -> int:
-    """Run worker `index` until SIGTERM/SIGINT; return its exit status."""
+async def watch_parent(parent: int, index: int, on_gone: Callable[[], None]) -> None:
+    """Call `on_gone` once this process's parent is no longer `parent` (it died; re-parented)."""
+    while True:
+        if os.getppid() != parent:
+            logger.warning(
+                "worker %d: its supervisor is gone; stopping",
+                index,
+                extra={"event": LogEvent.WORKER_STOPPING, "worker": index},
+            )
+            on_gone()
+            return
+        await asyncio.sleep(PARENT_CHECK_INTERVAL)
+
+
+async def serve(
+    settings: WorkerSettings,
+    entries: Sequence[ScheduleEntry],
+    index: int,
+    *,
+    supervisor_pid: int | None = None,
+) -> int:
+    """Run worker `index` until SIGTERM/SIGINT (or its supervisor's death); return its status."""
     if settings.heap_trim_threshold is not None:
         keep_freed_heap(settings.heap_trim_threshold)
     with ExitStack() as stack:
@@ -141,7 +172,17 @@ async def serve(settings: WorkerSettings, entries: Sequence[ScheduleEntry], inde
         )
         install_stop_handlers(asyncio.get_running_loop(), worker.stop)
         try:
-            await worker.run()
+            if supervisor_pid is None:
+                await worker.run()
+            else:
+                async with asyncio.TaskGroup() as tasks:
+                    watch = tasks.create_task(
+                        watch_parent(supervisor_pid, index, worker.stop), name="parent-watch"
+                    )
+                    try:
+                        await worker.run()
+                    finally:
+                        watch.cancel()
         finally:
             ignore_stop_signals()
     return 0
@@ -154,13 +195,18 @@ async def supervise(settings: WorkerSettings, argv: Sequence[str]) -> int:
     prepare_store(settings)  # the schema exists before any worker opens the file
     check_sockets_free(settings)  # a live socket: another supervisor serves this dir
 
+    pid = str(os.getpid())
+
     def worker_argv(index: int) -> list[str]:
-        return python_argv("reference.worker", [*argv, "--worker-index", str(index)])
+        return python_argv(
+            "reference.worker", [*argv, "--worker-index", str(index), "--supervisor-pid", pid]
+        )
 
     supervisor = Supervisor(
         worker_argv,
         range(1, settings.workers + 1),
         clock=SystemClock(),
+        stop_grace=settings.stop_grace,
     )
     install_stop_handlers(asyncio.get_running_loop(), supervisor.stop)
     return await supervisor.run()
@@ -171,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     tag = "supervisor" if args.worker_index is None else f"worker {args.worker_index}"
     configure_logging(args.log_level, tag)
+    supervised = args.worker_index is not None and args.supervisor_pid is not None
+    if supervised and not _tie_to_supervisor(args.supervisor_pid):
+        return 0
+    settings: WorkerSettings | None = None
     try:
         settings = resolve_worker(
             schedule=args.schedule,
@@ -188,14 +238,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.schedule_path is not None:
             entries = load_schedule(settings.schedule_path, total_workers=settings.workers)
         if settings.worker_index is not None:
-            return asyncio.run(serve(settings, entries, settings.worker_index))
+            if supervised:
+                _check_database_exists(settings, settings.worker_index)
+            return asyncio.run(
+                serve(
+                    settings,
+                    entries,
+                    settings.worker_index,
+                    supervisor_pid=args.supervisor_pid,
+                )
+            )
         return asyncio.run(supervise(settings, args_list))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except BackgroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _exit_status([exc], settings, supervised)
     except BaseExceptionGroup as group:
         # A worker's task group wraps what its tasks raise (a live socket at listen, a
         # store that cannot recover): still one line, unless something else is in there.
@@ -203,7 +259,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         if errors is None:
             raise
         print(f"error: {'; '.join(dict.fromkeys(str(e) for e in errors))}", file=sys.stderr)
-        return 2 if all(isinstance(e, ConfigError) for e in errors) else 1
+        return _exit_status(errors, settings, supervised)
+
+
+def _tie_to_supervisor(pid: int) -> bool:
+    """Die with supervisor `pid`; False if it is already gone (this worker should not start).
+
+    The parent-death signal only covers a parent that dies after it is set; a supervisor
+    killed while this process was still starting has re-parented it already.
+    """
+    stop_when_parent_dies()
+    if os.getppid() != pid:
+        logger.warning("supervisor %d is gone before this worker started; exiting", pid)
+        return False
+    return True
+
+
+def _check_database_exists(settings: WorkerSettings, index: int) -> None:
+    """Refuse to serve a queue database that vanished under a running supervisor.
+
+    The supervisor created the file before starting any worker, so a missing one was
+    deleted or moved; opening it would create an empty queue no producer writes to.
+
+    Raises:
+        StoreError: worker `index` serves the queue and its database file does not exist.
+    """
+    db_path = settings.queue.db_path
+    if settings.serves_queue(index) and not os.path.exists(db_path):
+        raise StoreError(
+            f"queue database {db_path!r} does not exist (deleted or moved while the "
+            "supervisor ran?); not creating an empty one"
+        )
+
+
+def _exit_status(
+    errors: Sequence[BackgroundError], settings: WorkerSettings | None, supervised: bool
+) -> int:
+    """2 for configuration errors, 3 (supervised) for an unusable database, else 1."""
+    if all(isinstance(e, ConfigError) for e in errors):
+        return 2
+    if supervised and settings is not None:
+        db_path = settings.queue.db_path
+        for exc in errors:
+            if isinstance(exc, StoreCorruptError) or (
+                isinstance(exc, StoreError) and not os.path.exists(db_path)
+            ):
+                return EXIT_UNUSABLE
+    return 1
 
 
 def _background_errors(group: BaseExceptionGroup[BaseException]) -> list[BackgroundError] | None:
