@@ -10,12 +10,14 @@ SQLite connection must not interleave two threads' transactions.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from typing import TYPE_CHECKING
 
 from reference.clock import SystemClock
 from reference.config import process_environ, resolve_queue
+from reference.errors import StoreError
 from reference.job import install_enqueuer
 from reference.producer import Producer
 from reference.sqlite_store import SqliteStore
@@ -81,19 +83,22 @@ def configure(
     total_workers: int | None = None,
     *,
     mmap: bool | None = None,
-    create: bool = True,
+    create: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> LockedProducer:
     """Configure this process's producer; arguments fall back to the environment.
 
     `db_path` falls back to `QUEUE_DB_PATH`, `socket_dir` to `QUEUE_SOCKET_DIR`,
     `total_workers` to `BACKGROUND_FORKS`, then to the worker's defaults. Calling it again
-    replaces the previous configuration. With `create=False` a missing database file is an
-    error rather than a new empty queue (the CLI's guard against a mistyped path).
+    replaces the previous configuration.
+
+    The database must exist (a worker's supervisor creates it) unless `create=True`: a
+    deleted, moved or mistyped path would otherwise become a new empty queue whose jobs no
+    worker ever sees.
 
     Raises:
         ConfigError: a setting is malformed.
-        StoreError: the database cannot be opened.
+        StoreError: the database does not exist (and `create` is False) or cannot be opened.
     """
     settings = resolve_queue(
         db=None if db_path is None else str(db_path),
@@ -101,6 +106,11 @@ def configure(
         workers=total_workers,
         environ=process_environ() if environ is None else environ,
     )
+    if not create and settings.db_path != ":memory:" and not os.path.exists(settings.db_path):
+        raise StoreError(
+            f"queue database {settings.db_path!r} does not exist "
+            "(start a worker first, or pass create=True)"
+        )
     store = SqliteStore(
         settings.db_path,
         mmap=settings.mmap if mmap is None else mmap,
