@@ -11,6 +11,8 @@ import os
 from typing import TYPE_CHECKING
 
 from reference.consumer import QueueWiring
+from reference.errors import SocketInUseError
+from reference.process import socket_holders
 from reference.sqlite_store import SqliteStore
 from reference.unix_transport import UnixTransport
 from reference.waker import socket_address
@@ -41,15 +43,24 @@ def check_sockets_free(settings: WorkerSettings) -> None:
     our own file) also clears stale files, exactly as each worker would at start.
 
     Raises:
-        SocketInUseError: another process listens on one of the workers' sockets.
+        SocketInUseError: other processes listen on workers' sockets; names each socket and,
+            where /proc tells, the pids holding it (e.g. orphans of a killed supervisor).
         TransportError: a socket path cannot be listened on (too long, unwritable dir).
     """
     transport = UnixTransport()
+    in_use: list[str] = []
     try:
         for address in queue_addresses(settings.queue, settings.queue_workers()).values():
-            transport.listen_now(address).close()
+            try:
+                transport.listen_now(address).close()
+            except SocketInUseError:
+                pids = socket_holders(address)
+                held = f" (pid {', '.join(map(str, pids))})" if pids else ""
+                in_use.append(f"{address}{held}")
     finally:
         transport.close()
+    if in_use:
+        raise SocketInUseError(f"another worker is listening on {', '.join(in_use)}; stop it first")
 
 
 def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) -> QueueWiring:
