@@ -18,6 +18,7 @@ from reference.errors import (
     StoreCorruptError,
     StoreError,
     StoreLockedError,
+    StoreUnusableError,
     TransportError,
     UnknownJobError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
+    "StoreUnusableError",
     "TransportError",
     "UnknownJobError",
     "__version__",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reference.counters import Outcome
-from reference.errors import StoreError, UnknownJobError
+from reference.errors import StoreError, StoreLockedError, StoreUnusableError
 from reference.options import JobOptions
 from reference.records import LogEvent
 from reference.runner import describe_error
@@ -42,6 +42,10 @@ PURGE_OLDER_THAN = 3600.0
 SETTLE_TRIES = 5
 STORE_BACKOFF_MIN = 0.05
 POLL_INTERVAL = 5.0
+# A store failing (not merely locked) for this long is taken as broken for good: a read-only,
+# corrupt or vanished file. The worker exits with one line rather than warn forever while
+# its supervisor looks healthy; a deleted or replaced file ends it at the next check.
+STORE_GIVE_UP = 30.0
 # A running job's lease: renewed every LEASE / 3 while it runs, so a worker must miss two
 # renewals in a row (a crash, a frozen process) before another worker re-queues its job.
 DEFAULT_LEASE = 60.0
@@ -95,6 +99,8 @@ class Consumer:
         self._running: dict[int, int] = {}  # job id -> claimed attempt
         self._waker = Waker(wiring.transport, wiring.peers, self._rng)
         self._store_failures = 0
+        self._failing_since: float | None = None  # monotonic start of unbroken store failure
+        self._last_store_error: StoreError | None = None
         self._recovered = False
         self._serving = True
         self._drained = asyncio.Event()  # set once serving ended and no job is running
@@ -114,6 +120,7 @@ class Consumer:
                 tasks.create_task(self._maintain(stopping), name="queue-maintenance"),
                 tasks.create_task(self._wake_on_stop(stopping), name="stop-watch"),
                 tasks.create_task(self._wake_on_free_slot(), name="slot-watch"),
+                tasks.create_task(self._watch_store(stopping), name="store-watch"),
             ]
             await self._serve(stopping, tasks)
         finally:
@@ -145,6 +152,38 @@ class Consumer:
             self._slot_wanted.clear()
             self._nudge()
 
+    def _store_failed(self, exc: StoreError) -> None:
+        """Note a store failure; a lock held by a peer is contention, not breakage."""
+        if isinstance(exc, StoreLockedError):
+            return
+        self._last_store_error = exc
+        if self._failing_since is None:
+            self._failing_since = self._clock.monotonic()
+
+    def _store_ok(self) -> None:
+        self._failing_since = None
+
+    async def _watch_store(self, stopping: asyncio.Event) -> None:
+        """Each poll: is the store still the file we opened, and has it failed too long?
+
+        Raises:
+            StoreUnusableError: the worker must exit (its task group ends with this).
+        """
+        poll = self._wiring.poll_interval
+        while not await _stopped_within(stopping, poll):
+            try:
+                self._store.verify()
+            except StoreUnusableError:
+                raise
+            except StoreError as exc:
+                self._store_failed(exc)
+            since = self._failing_since
+            if since is not None and self._clock.monotonic() - since >= STORE_GIVE_UP:
+                raise StoreUnusableError(
+                    f"the queue store kept failing for {STORE_GIVE_UP:.0f} s; giving up"
+                    f" (last error: {self._last_store_error})"
+                )
+
     def _recover(self) -> bool:
         """Re-queue this worker's leftover running jobs and any expired lease; True if done.
 
@@ -156,6 +195,7 @@ class Consumer:
             own = self._store.requeue_running(self._index, now=now)
             expired = self._store.requeue_expired(now=now)
         except StoreError as exc:
+            self._store_failed(exc)
             self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="recover")
             logger.warning(
                 "start-up recovery failed (%s); retrying during maintenance",
@@ -217,6 +257,7 @@ class Consumer:
                 self._index, now=self._clock.realtime(), lease=self._wiring.lease, limit=free
             )
         except StoreError as exc:
+            self._store_failed(exc)
             self._store_failures += 1
             self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="fetch")
             logger.warning(
@@ -226,6 +267,7 @@ class Consumer:
             )
             return None
         self._store_failures = 0
+        self._store_ok()
         self._observer.emit(LogEvent.FETCH, worker=self._index, claimed=len(rows))
         return rows
 
@@ -282,8 +324,9 @@ class Consumer:
             if not isinstance(args, list):
                 raise TypeError("stored arguments are not a JSON array")
             options = JobOptions.from_json(row.options)
-        except (UnknownJobError, ValueError, TypeError) as exc:
-            # Not runnable in this process, now or on a retry: fail it for good, clearly.
+        except Exception as exc:  # an unknown name, or a row our producer would refuse
+            # Not runnable in this process, now or on a retry: fail it for good, clearly
+            # (json.loads of a row nested ~1,000 deep raises RecursionError, for one).
             await self._settle(row, label, describe_error(exc), None)
             return False
         result = await self._runner.run(job_cls, args, time_limit=options.timeout, label=label)
@@ -347,6 +390,7 @@ class Consumer:
                 limit=limit,
             )
         except StoreError as exc:
+            self._store_failed(exc)
             self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="settle")
             logger.warning(
                 "recording %d outcomes failed (%s); retrying each",
@@ -359,6 +403,7 @@ class Consumer:
                 self._tasks.create_task(self._settle_alone(row, label), name=f"settle:{row.id}")
             self._nudge()
             return
+        self._store_ok()
         for (row, label), ok in zip(batch, done, strict=True):
             self._report(row, label, None, None, ok)
             self._running.pop(row.id, None)
@@ -392,6 +437,7 @@ class Consumer:
                         row.id, error, attempt=row.attempts, retry_at=retry_at, now=now
                     )
             except StoreError as exc:
+                self._store_failed(exc)
                 self._observer.emit(LogEvent.STORE_ERROR, worker=self._index, op="settle")
                 logger.warning(
                     "recording the outcome of %s failed (%s); try %d of %d",
@@ -403,6 +449,7 @@ class Consumer:
                 )
                 await asyncio.sleep(STORE_BACKOFF_MIN * 2**attempt)
                 continue
+            self._store_ok()
             self._report(row, label, error, retry_at, ok)
             return
         logger.error(
@@ -497,6 +544,7 @@ class Consumer:
             try:
                 self._store.renew(self._index, sorted(self._running), lease_until=until)
             except StoreError as exc:
+                self._store_failed(exc)
                 logger.warning(
                     "lease renewal failed (%s); retrying in %.0f s",
                     exc,
@@ -528,6 +576,7 @@ class Consumer:
                             extra={"event": LogEvent.JOBS_PURGED, "worker": self._index},
                         )
             except StoreError as exc:
+                self._store_failed(exc)
                 logger.warning(
                     "queue maintenance failed (%s)",
                     exc,

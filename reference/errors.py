@@ -9,7 +9,7 @@ Owns every error class users may catch; imports nothing from the package.
     ├── PayloadError(BackgroundError, TypeError)         non-JSON argument; nothing stored
     ├── UnknownJobError(BackgroundError, LookupError)    name not in the registry
     ├── NotConfiguredError(BackgroundError, RuntimeError)  enqueue before configure()
-    ├── StoreError ── StoreLockedError, StoreCorruptError
+    ├── StoreError ── StoreLockedError, StoreCorruptError, StoreUnusableError
     ├── TransportError ── SocketInUseError
     └── MetricsFileError(BackgroundError, ValueError)  metrics file missing or not ours
 """
@@ -66,6 +66,11 @@ class StoreLockedError(StoreError):
 
 class StoreCorruptError(StoreError):
     """The database file is not a usable SQLite database."""
+
+
+class StoreUnusableError(StoreError):
+    """The store stopped working for good (deleted, replaced, read-only or corrupt): a worker
+    on it exits rather than warn forever."""
 
 
 class TransportError(BackgroundError):

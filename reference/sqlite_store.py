@@ -54,10 +54,12 @@ import json
 import logging
 import os
 import sqlite3
+import stat
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from reference.clock import block_for
-from reference.errors import StoreCorruptError, StoreError, StoreLockedError
+from reference.errors import StoreCorruptError, StoreError, StoreLockedError, StoreUnusableError
 from reference.records import JobRow, JobStatus, LogEvent, StoreStats
 
 if TYPE_CHECKING:
@@ -69,7 +71,9 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION: Final = 1
+# 1: wave 1's jobs table. 2: `crashes` (runs that ended with their worker's death).
+SCHEMA_VERSION: Final = 2
+DEFAULT_MAX_CRASHES: Final = 3  # options.DEFAULT_MAX_CRASHES, for rows stored without it
 MMAP_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 LOCK_WAIT_FIRST: Final = 20e-6  # seconds: the first back-off while another writer holds the lock
@@ -92,7 +96,8 @@ _SCHEMA: Final = (
         finished_at REAL,
         options     TEXT    NOT NULL DEFAULT '{}',
         attempts    INTEGER NOT NULL DEFAULT 0,
-        last_error  TEXT
+        last_error  TEXT,
+        crashes     INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_pending_due ON jobs (run_at, id) WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE status = 'running'",
@@ -126,8 +131,21 @@ _FAIL_FINAL: Final = (
     "UPDATE jobs SET status = 'failed', finished_at = ?, last_error = ?, lease_until = NULL"
     " WHERE id = ? AND status = 'running' AND attempts = ?"
 )
+# Re-queue runs whose worker died (its own leftovers at start, or an expired lease). Such a
+# run counts as a crash; a job whose runs took down `max_crashes` workers ends `failed` so the
+# queue behind it keeps draining (a poison job that os._exit()s or segfaults its worker
+# would otherwise be claimed first by every restart, forever). SET expressions all read the
+# row as it was before the update.
+_CRASHED: Final = (
+    f"crashes + 1 >= coalesce(json_extract(options, '$.max_crashes'), {DEFAULT_MAX_CRASHES})"
+)
 _REQUEUE: Final = (
-    "UPDATE jobs SET status = 'pending', locked_by = NULL, locked_at = NULL, lease_until = NULL"
+    "UPDATE jobs SET crashes = crashes + 1,"
+    f" status = CASE WHEN {_CRASHED} THEN 'failed' ELSE 'pending' END,"
+    f" finished_at = CASE WHEN {_CRASHED} THEN ? END,"
+    f" last_error = CASE WHEN {_CRASHED} THEN printf('WorkerLostError: the worker running"
+    " this job died during %d of its runs (max_crashes)', crashes + 1) ELSE last_error END,"
+    " locked_by = NULL, locked_at = NULL, lease_until = NULL"
     " WHERE status = 'running' AND "
 )
 _STATS: Final = (
@@ -139,12 +157,60 @@ _STATS: Final = (
 _STATUS: Final = {s.value: s for s in JobStatus}
 _LOCKED_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# The SPEC's columns: a file whose `jobs` table lacks one is not a queue database.
+_QUEUE_COLUMNS: Final = frozenset(
+    ("id", "class_name", "args", "status", "created_at", "run_at", "locked_by", "locked_at")
+    + ("options", "attempts", "last_error")
+)
 
 
 def _default_connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
     return sqlite3.connect(
         path, isolation_level=None, cached_statements=64, check_same_thread=check_same_thread
     )
+
+
+def _readonly_connect(path: str, *, check_same_thread: bool) -> sqlite3.Connection:
+    """Connect with `mode=ro`: SQLite itself refuses every write, the schema's included."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    return sqlite3.connect(
+        uri,
+        uri=True,
+        isolation_level=None,
+        cached_statements=64,
+        check_same_thread=check_same_thread,
+    )
+
+
+def _check_regular_file(path: str) -> None:
+    """Refuse a FIFO, device or directory: opening one can block or read forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # a new database; SQLite creates it
+    except OSError as exc:
+        raise StoreError(f"queue database {path!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise StoreError(f"queue database {path!r} is not a regular file")
+
+
+def _inspect(conn: sqlite3.Connection) -> tuple[int, int, frozenset[str]]:
+    """(user_version, schema object count, jobs columns) read without writing anything."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    rows = conn.execute("SELECT name FROM pragma_table_info('jobs')").fetchall()
+    return int(version), int(objects), frozenset(str(r[0]) for r in rows)
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None for `:memory:` or a missing file."""
+    if path == ":memory:":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _rollback_open_transaction(conn: sqlite3.Connection) -> None:
@@ -177,12 +243,17 @@ class SqliteStore:
         fault_hook: called at named sites ("fetch.after_begin", "fetch.statement" inside the
             fetch UPDATE, "fetch.before_commit", "enqueue", "complete", "fail"); whatever it
             raises aborts the operation. None in production, which then runs plain SQL.
-        create: when False, refuse a missing file instead of creating an empty database.
+        create: when False, refuse a missing or empty file instead of creating the schema.
+        readonly: open with `mode=ro` and change nothing: no pragma that writes, no schema;
+            the file must already be a queue database (`stats`, `list`). Implies
+            `create=False`; `connect` is not used.
         check_same_thread: False lets other threads use the connection; the caller must
             then serialise calls (the producer does, for sync jobs that enqueue).
 
     Raises:
-        StoreError: missing directory or file; StoreCorruptError: not a SQLite database.
+        StoreError: missing directory or file, or not a regular file.
+        StoreCorruptError: not a SQLite database, or a SQLite database that is not a queue
+            database (another application's file is refused, never given our schema).
     """
 
     def __init__(
@@ -195,9 +266,12 @@ class SqliteStore:
         fault_hook: Callable[[str], None] | None = None,
         create: bool = True,
         check_same_thread: bool = True,
+        readonly: bool = False,
     ) -> None:
         self._path = os.fspath(path)
         self._mmap = mmap
+        self._readonly = readonly
+        self._create = create and not readonly
         self._busy_timeout_ms = busy_timeout_ms
         self._fault_hook = fault_hook
         self._closed = False
@@ -208,13 +282,18 @@ class SqliteStore:
                 raise StoreError(
                     f"queue database {self._path!r}: directory {parent!r} does not exist"
                 )
-            if not create and not os.path.exists(self._path):
+            if not self._create and not os.path.exists(self._path):
                 raise StoreError(f"queue database {self._path!r} does not exist")
+            _check_regular_file(self._path)
+        # Which file this store opened: `verify` notices the path later naming another one.
+        self._identity = _file_identity(self._path)
         self._fetch_sql = _FETCH.format(
             fault=" AND fault_point('fetch.statement')" if fault_hook else ""
         )
         try:
-            if connect is not None:
+            if readonly:
+                self._conn = _readonly_connect(self._path, check_same_thread=check_same_thread)
+            elif connect is not None:
                 self._conn = connect(self._path)
             else:
                 self._conn = _default_connect(self._path, check_same_thread=check_same_thread)
@@ -235,6 +314,11 @@ class SqliteStore:
         return cls(path, create=False, **kwargs)
 
     @classmethod
+    def open_readonly(cls, path: str | os.PathLike[str], **kwargs: Any) -> SqliteStore:
+        """Open an existing queue database for reading only; the file is never written."""
+        return cls(path, readonly=True, **kwargs)
+
+    @classmethod
     def create_schema(cls, path: str | os.PathLike[str]) -> None:
         """Create the database and schema, then close: no connection survives into a fork."""
         cls(path).close()
@@ -243,23 +327,52 @@ class SqliteStore:
         conn = self._conn
         conn.isolation_level = None  # a custom factory may not have set it
         conn.execute("PRAGMA busy_timeout = 0")  # lock waits are _retry_locked's
+        # Identify the file before anything writes to it: `PRAGMA journal_mode = WAL` alone
+        # rewrites another application's header, and the schema would add our tables to it.
+        version, objects, columns = self._retry_locked(_inspect, conn)
+        empty = version == 0 and objects == 0
+        if not empty:
+            self._check_queue_database(version, columns)
+        elif not self._create:
+            raise self._not_a_queue_database("an empty database")
+        if self._readonly:
+            conn.execute("PRAGMA query_only = 1")  # mode=ro already; belt and braces
+            conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE if self._mmap else 0}").fetchall()
+            return
         self._retry_locked(conn.execute, "PRAGMA journal_mode = WAL").fetchall()
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE if self._mmap else 0}").fetchall()
         if self._fault_hook is not None:
             conn.create_function("fault_point", 1, self._fault_point)
-        (version,) = self._retry_locked(conn.execute, "PRAGMA user_version").fetchone()
         if version == SCHEMA_VERSION:
             return
+        self._transaction(self._create_tables, "schema")
+
+    def _check_queue_database(self, version: int, columns: frozenset[str]) -> None:
+        """Raise unless a non-empty file holds our `jobs` table at a version we can use."""
+        if not columns:
+            raise self._not_a_queue_database(f"no jobs table, user_version {version}")
+        missing = _QUEUE_COLUMNS - columns
+        if missing:
+            raise self._not_a_queue_database(f"its jobs table lacks {', '.join(sorted(missing))}")
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"queue database {self._path!r} has schema version {version}, newer than"
                 f" this code's {SCHEMA_VERSION}"
             )
-        self._transaction(self._create_tables, "schema")
+        if version < 1:
+            # Every release stamped user_version with the schema; a jobs table without one
+            # belongs to some other application.
+            raise self._not_a_queue_database(f"a jobs table but user_version {version}")
+
+    def _not_a_queue_database(self, why: str) -> StoreCorruptError:
+        return StoreCorruptError(f"{self._path!r}: not a queue database ({why})")
 
     @staticmethod
     def _create_tables(conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 1:  # a wave-1 database: its rows keep their ids and states
+            conn.execute("ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0")
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -459,12 +572,15 @@ class SqliteStore:
         return self._write("fail", _FAIL_FINAL, (now, error, job_id, attempt)) == 1
 
     def requeue_running(self, worker: int, *, now: float) -> int:
-        """Re-queue every job left running under `worker`; they keep run_at and attempts."""
-        return self._write("requeue", _REQUEUE + "locked_by = ?", (worker,))
+        """Re-queue every job left running under `worker`; they keep run_at and attempts.
+
+        Each counts a crash; one at its `max_crashes` ends `failed` instead (see _REQUEUE).
+        """
+        return self._write("requeue", _REQUEUE + "locked_by = ?", (now, worker))
 
     def requeue_expired(self, *, now: float) -> int:
-        """Re-queue running jobs of any worker whose lease ended before `now`."""
-        return self._write("requeue", _REQUEUE + "lease_until < ?", (now,))
+        """Re-queue running jobs of any worker whose lease ended before `now` (a crash each)."""
+        return self._write("requeue", _REQUEUE + "lease_until < ?", (now, now))
 
     def purge_done(self, *, older_than: float) -> int:
         """Delete done jobs finished before `older_than`; return how many."""
@@ -487,6 +603,23 @@ class SqliteStore:
             )
             == 1
         )
+
+    def verify(self) -> None:
+        """Check that the path still names the file this store opened, and that it answers.
+
+        SQLite keeps working on a file deleted or replaced under it (the connection holds
+        the old inode), so without this a worker would serve jobs nobody can enqueue into.
+
+        Raises:
+            StoreUnusableError: the file was deleted or replaced.
+            StoreError: the database does not answer a read.
+        """
+        if self._identity is not None and _file_identity(self._path) != self._identity:
+            raise StoreUnusableError(
+                f"queue database {self._path!r} was deleted or replaced while this worker had"
+                " it open; restart the workers on the database the producers use"
+            )
+        self._read("SELECT 1 FROM jobs LIMIT 0")
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -111,6 +111,15 @@ class Store(Protocol):
         """Counts by status and the oldest pending job's run_at."""
         ...
 
+    def verify(self) -> None:
+        """Check the store is still the one opened and answers; a worker calls it each poll.
+
+        Raises:
+            StoreUnusableError: it was deleted or replaced (a worker exits at once).
+            StoreError: it does not answer now.
+        """
+        ...
+
     def close(self) -> None:
         """Close the store; idempotent."""
         ...

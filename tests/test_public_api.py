@@ -17,6 +17,7 @@ EXPECTED = {
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
+    "StoreUnusableError",
     "TransportError",
     "UnknownJobError",
     "__version__",

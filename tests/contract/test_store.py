@@ -268,6 +268,36 @@ def test_requeue_expired_touches_only_expired_leases(store: Store) -> None:
     assert store.get(long).status is JobStatus.RUNNING  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("how", ["own", "expired"])
+def test_a_job_whose_runs_kill_their_worker_fails_at_max_crashes(store: Store, how: str) -> None:
+    """A poison job (os._exit, a segfault, the OOM killer) takes down every worker that runs
+    it; each re-queue after such a death counts, and the third ends it `failed`."""
+    poison = store.enqueue(job())
+    now = T0
+    for crash in (1, 2, 3):
+        assert ids(store.fetch_due(1, now=now, lease=5.0)) == [poison]
+        now += 10.0
+        requeued = (
+            store.requeue_running(1, now=now) if how == "own" else store.requeue_expired(now=now)
+        )
+        assert requeued == 1
+        row = store.get(poison)
+        assert row is not None
+        if crash < 3:
+            assert (row.status, row.last_error) == (JobStatus.PENDING, None)
+    assert (row.status, row.finished_at, row.attempts) == (JobStatus.FAILED, now, 3)
+    assert row.last_error is not None
+    assert row.last_error.startswith("WorkerLostError: the worker running this job died during 3")
+    assert store.fetch_due(1, now=now, lease=5.0) == []
+
+
+def test_max_crashes_comes_from_the_jobs_options(store: Store) -> None:
+    once = store.enqueue(NewJob("app.Job", "[]", '{"max_crashes": 1}', T0, T0))
+    store.fetch_due(1, now=T0, lease=LEASE)
+    store.requeue_running(1, now=T0 + 1)
+    assert store.get(once).status is JobStatus.FAILED  # type: ignore[union-attr]
+
+
 def test_renew_extends_only_own_running_jobs(store: Store) -> None:
     mine = store.enqueue(job())
     theirs = store.enqueue(job())
