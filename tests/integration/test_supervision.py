@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.conftest import ledger_lines, wait_until
+from reference.process import socket_holders
+from tests.integration.conftest import ROOT, ledger_lines, wait_until
 
 if TYPE_CHECKING:
     from tests.integration.conftest import WorkerProc, Workspace
@@ -147,3 +149,45 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_stop_grace(ws: Worksp
     assert "worker 1 did not stop within 1 s; killing it" in sup.stderr
     assert "worker 1 exited with status -9" in sup.stderr
     assert not _running(int(job_pid))
+
+
+def test_stop_when_parent_dies_asks_the_kernel_for_sigterm() -> None:
+    code = (
+        "from reference.process import parent_death_signal as get;"
+        "from reference.supervisor import stop_when_parent_dies as tie;"
+        "before = get(); print(before, tie(), get())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["0", "True", str(int(signal.SIGTERM))]
+
+
+HOLDER = """
+import os, socket, sys
+os.chdir(sys.argv[1])
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind("held.sock")  # relative: /proc/net/unix shows it as bound, not as a full path
+print("bound", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_socket_holders_finds_a_relative_binding(ws: Workspace) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(ws.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "bound"
+        assert socket_holders(str(ws.root / "held.sock")) == [holder.pid]
+        assert socket_holders(str(ws.root / "other.sock")) == []
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=20)
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -19,6 +19,7 @@ from reference.config import (
     resolve_worker,
 )
 from reference.errors import ConfigError
+from reference.supervisor import DEFAULT_STOP_GRACE
 
 FULL_ENV = {
     "SCHEDULE_PATH": "/env/schedule.yml",
@@ -136,6 +137,9 @@ def test_bad_isolation_forks_names_the_key(raw: str) -> None:
         ({}, {"QUEUE_LEASE": "nan"}, "QUEUE_LEASE"),
         ({}, {"QUEUE_LEASE": "inf"}, "QUEUE_LEASE"),
         ({}, {"QUEUE_POLL_INTERVAL": "inf"}, "QUEUE_POLL_INTERVAL"),
+        ({}, {"WORKER_STOP_GRACE": "0"}, "WORKER_STOP_GRACE"),
+        ({}, {"WORKER_STOP_GRACE": "inf"}, "WORKER_STOP_GRACE"),
+        ({}, {"WORKER_STOP_GRACE": "later"}, "WORKER_STOP_GRACE"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(
@@ -157,6 +161,11 @@ def test_worker_index_is_checked_against_environment_workers() -> None:
 def test_poll_and_lease_from_environment() -> None:
     s = resolve_worker(environ={"QUEUE_POLL_INTERVAL": "0.5", "QUEUE_LEASE": "9"})
     assert (s.poll_interval, s.lease) == (0.5, 9.0)
+
+
+def test_stop_grace_default_and_environment() -> None:
+    assert resolve_worker(environ={}).stop_grace == DEFAULT_STOP_GRACE == 300.0
+    assert resolve_worker(environ={"WORKER_STOP_GRACE": "2.5"}).stop_grace == 2.5
 
 
 @pytest.mark.parametrize(("raw", "on"), [("1", True), ("off", False), ("0", False), ("NO", False)])
