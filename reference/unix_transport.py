@@ -1,9 +1,9 @@
 """`UnixTransport`: wake-ups as one-byte AF_UNIX datagrams (the production `Transport`).
 
-Owns the socket dir, the 0600 socket file, stale-versus-live detection and the
-non-blocking send. The only importer of `socket` in `reference/`; imports nothing above
-layer 1 and never `sim`. `OSError` never leaves this module: listen raises
-`TransportError`, send returns a `SendResult`.
+Owns the socket dir (0700, ours, refused if others can write it), the 0600 socket file,
+stale-versus-live detection and the non-blocking send. The only importer of `socket` in
+`reference/`; imports nothing above layer 1 and never `sim`. `OSError` never leaves this
+module: listen raises `TransportError`, send returns a `SendResult`.
 """
 
 from __future__ import annotations
@@ -33,19 +33,62 @@ SOCKET_MODE = 0o600
 SOCKET_DIR_MODE = 0o700
 # A wake-up is one byte; anything larger is truncated, which is fine for a hint.
 _RECV_SIZE = 64
+_MAX_REPORTED = 64  # distinct send errors remembered, so each is logged once
 
 
-def _check_address(address: str) -> bytes:
-    """Return `address` as bytes, or raise `TransportError` if it cannot name a socket."""
+def check_address(address: str) -> bytes:
+    """Return `address` as bytes, or raise `TransportError` if it cannot name a socket.
+
+    Producers call this once at configuration time, so a socket dir too long for AF_UNIX
+    is one clear error up front rather than a failed wake-up on every enqueue.
+    """
     if not address or "\0" in address:
-        raise TransportError(f"invalid wake-up socket path {address!r}")
+        raise TransportError(f"invalid wake-up socket path {address[:200]!r}")
     raw = os.fsencode(address)
     if len(raw) > MAX_ADDRESS_BYTES:
+        shown = address if len(address) <= 200 else address[:200] + "..."
         raise TransportError(
             f"wake-up socket path is {len(raw)} bytes, over the AF_UNIX limit of "
-            f"{MAX_ADDRESS_BYTES}: {address!r}; use a shorter socket dir"
+            f"{MAX_ADDRESS_BYTES}: {shown!r}; use a shorter socket dir"
         )
     return raw
+
+
+def _check_socket_dir(path: str) -> None:
+    """Refuse a socket dir that another user could write to or that is not ours.
+
+    Anyone who can write to the dir can replace a worker's socket with their own and
+    receive its wake-ups (or be the "live worker" that stops ours starting).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise TransportError(f"cannot use socket dir {path!r}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise TransportError(f"socket dir {path!r} is not a directory")
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise TransportError(
+            f"socket dir {path!r} is owned by uid {st.st_uid}, not this process's uid {uid}:"
+            " another user could replace the workers' sockets; use a dir of your own"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise TransportError(
+            f"socket dir {path!r} is writable by group or others (mode {mode:04o}): another"
+            f" user could replace the workers' sockets; run chmod 700 {path}"
+        )
+
+
+def _file_kind(mode: int) -> str:
+    """'a symlink', 'a regular file', ... for an lstat() mode, in error messages."""
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a FIFO or device"
 
 
 class UnixListener:
@@ -183,11 +226,12 @@ def _wake(fut: asyncio.Future[None]) -> None:
 class UnixTransport:
     """Wake-ups over AF_UNIX datagram sockets: listen on a path, `try_send` to a path."""
 
-    __slots__ = ("_sender",)
+    __slots__ = ("_reported", "_sender")
 
     def __init__(self) -> None:
         # One unbound non-blocking socket serves every send: no per-wake socket() call.
         self._sender: socket.socket | None = None
+        self._reported: set[tuple[str, str]] = set()  # send errors already logged
 
     async def listen(self, address: str) -> UnixListener:
         """Listen on `address`; remove a stale socket file, raise if a live one answers.
@@ -202,15 +246,14 @@ class UnixTransport:
 
     def listen_now(self, address: str) -> UnixListener:
         """Do `listen` synchronously; for callers without a running loop (tools, benches)."""
-        _check_address(address)
-        parent = posixpath.dirname(address)
-        if parent:
-            try:
-                os.makedirs(parent, mode=SOCKET_DIR_MODE, exist_ok=True)
-            except OSError as exc:
-                raise TransportError(f"cannot create socket dir {parent!r}: {exc}") from exc
-        if os.path.lexists(address):
-            self._clear_stale(address)
+        check_address(address)
+        parent = posixpath.dirname(address) or "."
+        try:
+            os.makedirs(parent, mode=SOCKET_DIR_MODE, exist_ok=True)
+        except OSError as exc:
+            raise TransportError(f"cannot create socket dir {parent!r}: {exc}") from exc
+        _check_socket_dir(parent)
+        self._clear_stale(address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -224,17 +267,33 @@ class UnixTransport:
 
     @staticmethod
     def _clear_stale(address: str) -> None:
-        """Raise if a live listener holds `address`; otherwise unlink the leftover file."""
+        """Raise if a live listener holds `address`; unlink it only if it is a dead socket.
+
+        Only a real socket (lstat, so a symlink is never followed) whose connect is refused
+        is stale. A symlink, regular file or directory there is not ours to delete, and
+        probing through a symlink would misreport its target as "another worker".
+        """
+        try:
+            before = os.lstat(address)
+        except FileNotFoundError:
+            return  # nothing in the way
+        except OSError as exc:
+            raise TransportError(f"cannot inspect wake-up socket {address!r}: {exc}") from exc
+        if not stat.S_ISSOCK(before.st_mode):
+            raise TransportError(
+                f"wake-up socket path {address!r} is {_file_kind(before.st_mode)}, not a"
+                " socket; remove it or use another socket dir"
+            )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             # connect() on a datagram socket asks the kernel whether a bound socket sits
             # behind the path without queueing a byte, so the live owner gets no spurious
-            # wake-up. A regular file or a dead socket's file both answer ECONNREFUSED.
+            # wake-up. A dead socket's file answers ECONNREFUSED.
             probe.connect(address)
         except ConnectionRefusedError:
             pass  # stale: fall through to unlink
         except FileNotFoundError:
-            return  # vanished since lexists(): nothing to clear
+            return  # vanished since lstat(): nothing to clear
         except OSError as exc:
             raise TransportError(f"cannot probe wake-up socket {address!r}: {exc}") from exc
         else:
@@ -242,9 +301,10 @@ class UnixTransport:
         finally:
             probe.close()
         try:
-            mode = os.lstat(address).st_mode
-            if stat.S_ISDIR(mode):
-                raise TransportError(f"wake-up socket path {address!r} is a directory")
+            after = os.lstat(address)
+            if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+                # Replaced since we probed: let bind() decide (EADDRINUSE is in-use).
+                return
             os.unlink(address)
         except FileNotFoundError:
             return
@@ -303,13 +363,20 @@ class UnixTransport:
             return SendResult.REFUSED
         except (ConnectionResetError, BrokenPipeError):
             return SendResult.RESET
-        except (OSError, ValueError):  # ValueError: an embedded NUL in the path
-            logger.warning(
-                "wake-up send to %s failed",
-                address,
-                exc_info=True,
-                extra={"event": LogEvent.WAKE_ERROR, "address": address},
-            )
+        except (OSError, ValueError) as exc:  # ValueError: an embedded NUL in the path
+            # One line, once per address and error: a misconfigured producer (a socket dir
+            # too long for AF_UNIX, another user's 0600 socket) would otherwise print a
+            # traceback on every enqueue.
+            problem = (address, f"{type(exc).__name__}: {exc}")
+            if problem not in self._reported:
+                if len(self._reported) < _MAX_REPORTED:
+                    self._reported.add(problem)
+                logger.warning(
+                    "wake-up send to %s failed: %s",
+                    address[:200],
+                    problem[1],
+                    extra={"event": LogEvent.WAKE_ERROR, "address": address},
+                )
             return SendResult.ERROR
         return SendResult.DELIVERED
 

@@ -100,15 +100,19 @@ def test_stale_socket_file_is_removed_with_a_warning(
         listener.close()
 
 
-def test_regular_file_in_the_way_is_treated_as_stale(
+def test_regular_file_in_the_way_is_refused_and_kept(
     sockdir: str, transport: UnixTransport
 ) -> None:
+    # Issue 12: a regular file at the socket path is not a stale socket; deleting it could
+    # destroy someone's data, so it is a clear error naming the path, and the file stays.
     address = f"{sockdir}/w0.sock"
     with open(address, "w") as f:
         f.write("leftover")
     assert transport.try_send(address, b"\x00") is SendResult.REFUSED
-    listener = run(transport.listen(address))
-    listener.close()
+    with pytest.raises(TransportError, match=f"{address}' is a regular file, not a socket"):
+        run(transport.listen(address))
+    with open(address) as f:
+        assert f.read() == "leftover"
 
 
 def test_live_socket_in_another_process_is_in_use(sockdir: str, transport: UnixTransport) -> None:
