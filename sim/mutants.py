@@ -5,6 +5,7 @@ scenario expected to catch it; `python -m sim mutants` runs them and prints the 
 
 from __future__ import annotations
 
+import asyncio
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import reference.scheduler
 import reference.sqlite_store
+from reference.counters import Outcome
 from reference.records import LogEvent
+from reference.runner import describe_error
 from reference.triggers import interval_next
 from reference.waker import WakeReport, encode_hops
 
@@ -20,8 +23,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from reference.consumer import Consumer
+    from reference.job import Job
     from reference.options import JobOptions
     from reference.records import JobRow
+    from reference.runner import Runner
     from reference.scheduler import EntryState, Scheduler
     from reference.sqlite_store import SqliteStore
     from reference.waker import Waker
@@ -159,6 +164,43 @@ def _complete_then_fetch_apart(
 
 _FETCH_ANY_TIME = reference.sqlite_store._FETCH.replace("run_at <= ?", "? IS NOT NULL")
 
+# Wave 1's re-queue: a run whose worker died goes back to pending with no crash counted, so a
+# job that kills its worker is claimed first by every restart, forever. (`? IS NOT NULL`
+# takes the `now` parameter the crash-counting statement binds for finished_at.)
+_REQUEUE_UNCOUNTED = (
+    "UPDATE jobs SET status = 'pending', locked_by = NULL, locked_at = NULL,"
+    " lease_until = NULL WHERE ? IS NOT NULL AND status = 'running' AND "
+)
+
+
+async def _boundary_catches_exception_only(
+    self: Runner, job_cls: type[Job], args: list[object]
+) -> BaseException | None:
+    # Wave 1's boundary: `except Exception`, so SystemExit and KeyboardInterrupt escape the
+    # job (and, from a task, the event loop) and take the worker down.
+    try:
+        await self._perform(job_cls, args)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def _timeout_without_abandon(
+    self: Runner, job_cls: type[Job], args: list[object], time_limit: float, label: str
+) -> tuple[Outcome, str | None]:
+    # Wave 1: the job runs under asyncio.timeout in the runner's own task, so one that
+    # swallows the cancellation holds its slot (and the worker's stop) for as long as it likes.
+    try:
+        async with asyncio.timeout(time_limit) as deadline:
+            exc = await self._guarded(job_cls, args)
+    except TimeoutError:
+        if deadline.expired():
+            return Outcome.TIMEOUT, f"TimeoutError: {label} exceeded its {time_limit:g} s timeout"
+        raise
+    return (Outcome.SUCCESS, None) if exc is None else (Outcome.FAILURE, describe_error(exc))
+
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -244,6 +286,27 @@ MUTANTS: tuple[Mutant, ...] = (
         restores="a completion and the claim made with it commit separately",
         caught_by=("fetch_error_rollback",),
         replacement=_complete_then_fetch_apart,
+    ),
+    Mutant(
+        name="crashes_not_counted",
+        target="reference.sqlite_store:_REQUEUE",
+        restores="wave 1: a run whose worker died is re-queued uncounted, forever",
+        caught_by=("poison_jobs",),
+        replacement=_REQUEUE_UNCOUNTED,
+    ),
+    Mutant(
+        name="job_boundary_exception_only",
+        target="reference.runner:Runner._guarded",
+        restores="wave 1: the job boundary catches Exception only (sys.exit() escapes)",
+        caught_by=("poison_jobs",),
+        replacement=_boundary_catches_exception_only,
+    ),
+    Mutant(
+        name="cancel_swallower_holds_its_slot",
+        target="reference.runner:Runner._supervise",
+        restores="wave 1: a job that swallows its timeout's cancellation is never abandoned",
+        caught_by=("poison_jobs",),
+        replacement=_timeout_without_abandon,
     ),
     Mutant(
         name="lease_never_renewed",

@@ -91,7 +91,9 @@ def run_scenario(scenario: Scenario, seed: int, *, keep_trace: bool = False) -> 
             error = f"busy loop: {exc}"
         except SimulationStalled as exc:
             error = f"stalled: {exc}"
-        except Exception as exc:  # a runtime bug surfacing from the run is a violation
+        except (Exception, SystemExit) as exc:  # a runtime bug surfacing from the run
+            # SystemExit too: a job's sys.exit() that escapes the job boundary ends the
+            # loop (and, in production, the worker); it must be a violation, not our exit.
             error = describe(exc)
         wall = time.perf_counter() - started
         reads = sorted(set(world.real_reads))

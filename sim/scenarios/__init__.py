@@ -8,6 +8,7 @@ from sim.scenarios import (
     big_schedule,
     cron_overlap,
     fetch_rollback,
+    poison_jobs,
     ring_fallback,
     shared_slots,
     swarm,
@@ -23,6 +24,7 @@ CATALOG: tuple[Scenario, ...] = (
     big_schedule.SCENARIO,
     shared_slots.SCENARIO,
     swarm.SCENARIO,
+    poison_jobs.SCENARIO,
 )
 
 
