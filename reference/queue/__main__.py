@@ -13,33 +13,95 @@ import logging
 import math
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from reference.clock import SystemClock
 from reference.config import process_environ, resolve_queue
-from reference.errors import BackgroundError, ConfigError, StoreError, UnknownJobError
+from reference.errors import (
+    BackgroundError,
+    ConfigError,
+    StoreError,
+    TransportError,
+    UnknownJobError,
+)
+from reference.metrics import MAX_WORKERS
 from reference.records import JobStatus
 from reference.registry import default_registry
 from reference.sqlite_store import SqliteStore
+from reference.unix_transport import check_address
+from reference.waker import socket_address
 from reference.worker import import_modules
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from reference.records import JobRow
+
+# How far from now `--in`/`--at` may reach (100 years). Beyond it datetime cannot render
+# the time (1e300 s overflowed every later `list` and `stats`), and no job means it.
+MAX_HORIZON_S = 100 * 365.25 * 86400
+MAX_ID = 2**63 - 1  # SQLite's INTEGER is 64-bit signed; job ids are 1..MAX_ID
+_SHOWN = 40  # characters of a bad value quoted back in an error message
 
 
 class UsageError(BackgroundError):
     """Bad input on the command line (exit 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, exit 2 (SPEC: Command line)."""
+
+    def error(self, message: str) -> NoReturn:
+        if len(message) > 300:
+            message = message[:300] + "..."
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _shown(text: str, limit: int = _SHOWN) -> str:
+    """`text` quoted for an error message, cut to `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, not {_shown(text)}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """`--in`: a finite number of seconds within MAX_HORIZON_S of now (either way)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number of seconds") from None
+    if not math.isfinite(value) or abs(value) > MAX_HORIZON_S:
+        # float() accepts "nan" and "inf": NaN reached SQLite as NULL (a NOT NULL store
+        # error, exit 1), inf parked the job forever, and 1e300 broke every later `list`.
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds within {MAX_HORIZON_S:.0f} (100 years),"
+            f" not {_shown(text)}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m reference.queue", description="Enqueue and inspect queued jobs."
     )
     parser.add_argument("--db", help="queue SQLite file (env QUEUE_DB_PATH)")
     parser.add_argument("--socket-dir", help="wake-up socket dir (env QUEUE_SOCKET_DIR)")
-    parser.add_argument("--workers", type=int, help="worker count (env BACKGROUND_FORKS)")
+    parser.add_argument(
+        "--workers",
+        type=_bounded_int(1, MAX_WORKERS),
+        help="worker count (env BACKGROUND_FORKS)",
+    )
     parser.add_argument(
         "--import",
         dest="imports",
@@ -60,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     when = push.add_mutually_exclusive_group()
     when.add_argument(
-        "--in", dest="delay", type=float, metavar="SECONDS", help="run this many seconds from now"
+        "--in",
+        dest="delay",
+        type=_seconds,
+        metavar="SECONDS",
+        help="run this many seconds from now",
     )
     when.add_argument(
         "--at", dest="at", metavar="ISO8601", help="run at this time (naive = local time)"
@@ -69,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", help="counts by status and the oldest pending job's age")
     lst = sub.add_parser("list", help="list jobs, newest first")
     lst.add_argument("--status", choices=[s.value for s in JobStatus])
-    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--limit", type=_bounded_int(1, MAX_ID), default=50)
     retry = sub.add_parser("retry", help="re-queue a failed job")
-    retry.add_argument("id", type=int)
+    retry.add_argument("id", type=_bounded_int(1, MAX_ID))
     return parser
 
 
@@ -80,6 +146,10 @@ def _json(text: str, what: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError:  # an integer past sys.get_int_max_str_digits()
+        raise UsageError(f"{what} has an integer with too many digits") from None
+    except RecursionError:
+        raise UsageError(f"{what} is nested too deeply") from None
 
 
 def _job_class(name: str, imports: Sequence[str]) -> type:
@@ -89,7 +159,7 @@ def _job_class(name: str, imports: Sequence[str]) -> type:
         module = name.rpartition(".")[0]
         hint = f" (did you mean --import {module}?)" if module and module not in imports else ""
         raise UsageError(
-            f"unknown job {name!r}: no such Job subclass is registered{hint}"
+            f"unknown job {_shown(name, 200)}: no such Job subclass is registered{hint}"
         ) from None
 
 
@@ -106,16 +176,9 @@ def _push(args: argparse.Namespace, db: str, socket_dir: str, workers: int) -> i
         if not isinstance(raw, dict):
             raise UsageError("--options must be a JSON object")
         options = raw
-    if args.delay is not None and not math.isfinite(args.delay):
-        # float() accepts "nan" and "inf": NaN reached SQLite as NULL (a NOT NULL store
-        # error, exit 1) and inf parked the job forever.
-        raise UsageError(f"--in must be a finite number of seconds, not {args.delay}")
-    run_at = None
-    if args.at is not None:
-        try:
-            run_at = datetime.fromisoformat(args.at).timestamp()
-        except ValueError:
-            raise UsageError(f"--at {args.at!r} is not an ISO 8601 date-time") from None
+    run_at = None if args.at is None else _at(args.at)
+    for index in range(1, workers + 1):
+        check_address(socket_address(socket_dir, index))  # too long: one error, not N wakes
     producer = configure(db, socket_dir, workers, create=False)
     try:
         job_id = producer.enqueue(
@@ -123,16 +186,52 @@ def _push(args: argparse.Namespace, db: str, socket_dir: str, workers: int) -> i
         )
     except (TypeError, ValueError) as exc:  # PayloadError, option errors
         raise UsageError(str(exc)) from None
+    except RecursionError:  # arguments nested deeper than the encoder recurses
+        raise UsageError("ARGS_JSON is nested too deeply") from None
     finally:
         reset()
     print(job_id)
     return 0
 
 
-def _when(ts: float | None) -> str:
+def _at(text: str) -> float:
+    """`--at`: an ISO 8601 date-time within MAX_HORIZON_S of now, as epoch seconds."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at {_shown(text)} is not an ISO 8601 date-time") from None
+    try:
+        run_at = when.timestamp()  # year 1 local time can fall outside datetime's range
+    except (ValueError, OverflowError, OSError):
+        run_at = math.inf
+    if not abs(run_at - SystemClock().realtime()) <= MAX_HORIZON_S:
+        raise UsageError(f"--at {_shown(text)} is more than 100 years from now")
+    return run_at
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _when(ts: object) -> str:
+    """A run_at as local time; never raises, whatever another program stored there."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    if not _is_number(ts):
+        return "?"
+    assert isinstance(ts, int | float)
+    try:
+        return datetime.fromtimestamp(ts, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # 1e300, inf, nan: out of datetime's range
+        return f"epoch {ts:.6g}"
+
+
+def _text(value: object, limit: int) -> str:
+    """`value` on one line, control characters escaped, at most `limit` characters."""
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    text = text[: limit * 4].replace("\n", " ")
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _stats(store: SqliteStore) -> int:
@@ -142,20 +241,20 @@ def _stats(store: SqliteStore) -> int:
     oldest = stats.oldest_pending_run_at
     if oldest is None:
         print("oldest pending: -")
+    elif not _is_number(oldest):
+        print(f"oldest pending: {_when(oldest)}")
     else:
         age = SystemClock().realtime() - oldest
-        state = f"due {age:.1f} s ago" if age >= 0 else f"due in {-age:.1f} s"
+        size = f"{abs(age):.1f}" if abs(age) < 1e12 else f"{abs(age):.3g}"
+        state = f"due {size} s ago" if age >= 0 else f"due in {size} s"
         print(f"oldest pending: {_when(oldest)} ({state})")
     return 0
 
 
 def _row_line(row: JobRow) -> str:
-    error = (row.last_error or "").replace("\n", " ")
-    if len(error) > 60:
-        error = error[:57] + "..."
     return (
-        f"{row.id:>6}  {row.status.value:<7}  {row.attempts:>3}  {_when(row.run_at):<19}  "
-        f"{row.name}  {error}"
+        f"{row.id:>6}  {row.status.value:<7}  {_text(row.attempts, 6):>3}  "
+        f"{_when(row.run_at):<19}  {_text(row.name, 200)}  {_text(row.last_error, 60)}"
     ).rstrip()
 
 
@@ -197,9 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             environ=process_environ(),
         )
         import_modules(args.imports)
+        if settings.total_workers > MAX_WORKERS:  # BACKGROUND_FORKS is not bounded above
+            raise UsageError(f"workers must be in 1..{MAX_WORKERS}, not {settings.total_workers}")
         if args.command == "push":
             return _push(args, settings.db_path, settings.socket_dir, settings.total_workers)
-        store = SqliteStore.open_existing(settings.db_path)
+        # stats and list only read: open with mode=ro so they never write to the file, and
+        # refuse one that is not a queue database instead of giving it our schema.
+        if args.command == "retry":
+            store = SqliteStore.open_existing(settings.db_path)
+        else:
+            store = SqliteStore.open_readonly(settings.db_path)
         try:
             if args.command == "stats":
                 return _stats(store)
@@ -208,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _retry(store, args.id)
         finally:
             store.close()
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, TransportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
