@@ -104,7 +104,7 @@ def test_a_job_ignoring_cancellation_is_abandoned_and_sigterm_finishes(ws: Works
     )
     # Abandoned after timeout + grace: the run is recorded, its slot is free again.
     wait_until(lambda: _job(ws, stubborn)[0] == "failed", what="the run to be given up")
-    status, attempts, error = _job(ws, stubborn)
+    _, attempts, error = _job(ws, stubborn)
     assert attempts == 1
     assert error is not None
     assert error.endswith("ignored cancellation; abandoned")
