@@ -159,8 +159,10 @@ _LOCKED_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 # The SPEC's columns: a file whose `jobs` table lacks one is not a queue database.
 _QUEUE_COLUMNS: Final = frozenset(
-    ("id", "class_name", "args", "status", "created_at", "run_at", "locked_by", "locked_at")
-    + ("options", "attempts", "last_error")
+    {
+        *("id", "class_name", "args", "status", "created_at", "run_at"),
+        *("locked_by", "locked_at", "options", "attempts", "last_error"),
+    }
 )
 
 
