@@ -24,7 +24,13 @@ from reference.allocator import keep_freed_heap
 from reference.clock import SystemClock
 from reference.config import WorkerSettings, process_environ, resolve_worker
 from reference.counters import NullCounters
-from reference.errors import BackgroundError, ConfigError, StoreCorruptError, StoreError
+from reference.errors import (
+    BackgroundError,
+    ConfigError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnusableError,
+)
 from reference.offload import ThreadOffload
 from reference.records import LogEvent
 from reference.registry import default_registry
@@ -40,7 +46,8 @@ from reference.supervisor import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
+    from typing import Any
 
     from reference.counters import Counters
 
@@ -50,6 +57,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process_tag)s] %(name)s: %(message)s"
 # How often a supervised worker checks that its supervisor is still its parent: one cheap
 # getppid() a second, the fallback where the kernel's parent-death signal is unavailable.
 PARENT_CHECK_INTERVAL = 1.0
+# At exit, how long tasks still running get to end after their cancellation (see
+# run_worker_loop): only job runs abandoned for ignoring cancellation are ever still there.
+LEFTOVER_GRACE = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +222,41 @@ async def supervise(settings: WorkerSettings, argv: Sequence[str]) -> int:
     return await supervisor.run()
 
 
+def run_worker_loop(main: Coroutine[Any, Any, int]) -> int:
+    """`asyncio.run(main)`, except that it gives up on tasks that ignore cancellation.
+
+    `asyncio.run` cancels every task left at the end and then waits for all of them, so
+    one job abandoned for swallowing its cancellation (`reference.runner`) would hold the
+    worker, and its supervisor's stop, for as long as that job likes. Leftovers get
+    `LEFTOVER_GRACE` seconds after their cancellation, then the process exits past them.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_GRACE))
+            stuck = [task for task in leftovers if not task.done()]
+            if stuck:
+                logger.warning(
+                    "exiting past %d abandoned job run(s) that ignore cancellation",
+                    len(stuck),
+                    extra={"event": LogEvent.WORKER_STOPPED},
+                )
+                for task in stuck:  # they will never be awaited: no "never retrieved" noise
+                    task._log_destroy_pending = False  # type: ignore[attr-defined]
+            else:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
@@ -240,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.worker_index is not None:
             if supervised:
                 _check_database_exists(settings, settings.worker_index)
-            return asyncio.run(
+            return run_worker_loop(
                 serve(
                     settings,
                     entries,
@@ -301,7 +346,7 @@ def _exit_status(
     if supervised and settings is not None:
         db_path = settings.queue.db_path
         for exc in errors:
-            if isinstance(exc, StoreCorruptError) or (
+            if isinstance(exc, StoreCorruptError | StoreUnusableError) or (
                 isinstance(exc, StoreError) and not os.path.exists(db_path)
             ):
                 return EXIT_UNUSABLE

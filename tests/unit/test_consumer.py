@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
+from reference.consumer import STORE_GIVE_UP
 from reference.counters import SEGMENT_SIZE, BufferCounters
+from reference.errors import StoreUnusableError
 from reference.options import JobOptions
 from reference.producer import Producer
 from reference.records import JobRow, JobStatus, LogEvent, NewJob
@@ -643,3 +645,75 @@ def test_a_bug_in_a_loop_callback_stops_the_worker_as_a_task_error_would(
     assert error is not None
     found = [error, *getattr(error, "exceptions", ())]
     assert any(f"bug in the {where} callback" in str(e) for e in found), found
+
+
+# -- a store that stopped working for good ends the worker with one clear error -----------
+
+
+def test_a_database_replaced_under_the_worker_ends_it_at_the_next_poll(tmp_path: Path) -> None:
+    """SQLite goes on serving the unlinked file; jobs enqueued into the new one at the path
+    would never run. The worker must notice within a poll and exit, not serve a ghost."""
+    db = tmp_path / "q.db"
+
+    async def main() -> tuple[float, BaseException | None]:
+        async with Rig(db, poll=5.0) as rig:
+            await rig.start()
+            await asyncio.sleep(2.0)
+            db.rename(tmp_path / "old.db")
+            SqliteStore.create_schema(db)
+            with pytest.raises(BaseExceptionGroup) as info:
+                async with asyncio.timeout(120.0):  # virtual: fails, not hangs, if it serves on
+                    await rig.tasks[1]
+            return rig.now, info.value.exceptions[0]
+
+    at, exc = run_virtual(main)
+    assert isinstance(exc, StoreUnusableError)
+    assert "was deleted or replaced" in str(exc)
+    assert at <= 5.0 + 1e-6
+
+
+def test_a_store_failing_for_good_ends_the_worker_after_the_give_up_time(tmp_path: Path) -> None:
+    """A read-only or corrupt file fails every claim; after STORE_GIVE_UP of that the worker
+    exits with the last error instead of warning every few seconds forever."""
+    db = tmp_path / "q.db"
+
+    async def main() -> tuple[float, BaseException | None]:
+        async with Rig(db, poll=5.0) as rig:
+            await rig.start()
+            worker_store = rig._stores[1]
+            worker_store.close()  # every later call raises StoreError("store is closed")
+            rig.enqueue(Noop, "never")  # a wake-up makes the worker claim, and fail
+            with pytest.raises(BaseExceptionGroup) as info:
+                async with asyncio.timeout(120.0):  # virtual: fails, not hangs, if it serves on
+                    await rig.tasks[1]
+            return rig.now, info.value.exceptions[0]
+
+    at, exc = run_virtual(main)
+    assert isinstance(exc, StoreUnusableError)
+    assert "kept failing for 30 s" in str(exc)
+    assert "store is closed" in str(exc)
+    assert STORE_GIVE_UP <= at <= STORE_GIVE_UP + 5.0 + 1e-6
+
+
+def test_a_stored_row_too_deep_to_decode_fails_that_job_only(tmp_path: Path) -> None:
+    """Rows our producer refuses can still reach the table (older code, another writer):
+    json.loads of ~1,000 levels raises RecursionError, which crash-looped the worker."""
+
+    async def main() -> tuple[JobRow, JobRow]:
+        async with Rig(tmp_path / "q.db") as rig:
+            await rig.start()
+            deep = "[" * 100_000 + "]" * 100_000
+            bad = rig.store.enqueue(
+                NewJob("tests.unit.engine_jobs.Noop", f"[{deep}]", "{}", rig.clock.realtime(), 0)
+            )
+            rig.producer.wake()
+            ok = rig.enqueue(Noop, "after")
+            await wait_until(lambda: rig.row(ok).status is JobStatus.DONE, 30)
+            await rig.stop()
+            return rig.row(bad), rig.row(ok)
+
+    bad, ok = run_virtual(main)
+    assert bad.status is JobStatus.FAILED
+    assert bad.last_error is not None
+    assert bad.last_error.startswith("RecursionError")
+    assert ok.attempts == 1
