@@ -73,6 +73,6 @@ def test_an_existing_database_needs_no_flag(tmp_path: Path) -> None:
 
 def test_the_environment_path_is_checked_too(tmp_path: Path) -> None:
     db = tmp_path / "env.db"
-    with pytest.raises(StoreError, match="env.db' does not exist"):
+    with pytest.raises(StoreError, match=r"env\.db' does not exist"):
         reference.queue.configure(environ={"QUEUE_DB_PATH": str(db)})
     assert not db.exists()
