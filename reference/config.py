@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from reference.allocator import DEFAULT_TRIM_THRESHOLD
 from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL
 from reference.errors import ConfigError
-from reference.metrics import default_metrics_path
+from reference.metrics import MAX_WORKERS, default_metrics_path
 from reference.supervisor import DEFAULT_STOP_GRACE
 
 if TYPE_CHECKING:
@@ -72,13 +72,16 @@ class WorkerSettings:
         return [i for i in range(1, self.workers + 1) if self.serves_queue(i)]
 
 
-def _positive_int(key: str, raw: str | int, *, minimum: int = 1) -> int:
+def _positive_int(key: str, raw: str | int, *, minimum: int = 1, maximum: int | None = None) -> int:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"must be an integer, not {raw!r}", key=key) from None
+        shown = raw if len(str(raw)) <= 40 else f"{str(raw)[:37]}..."
+        raise ConfigError(f"must be an integer, not {shown!r}", key=key) from None
     if value < minimum:
         raise ConfigError(f"must be at least {minimum}, not {value}", key=key)
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"must be at most {maximum}", key=key)
     return value
 
 
@@ -127,7 +130,11 @@ def resolve_queue(
     db_path = str(_pick(db, environ, "QUEUE_DB_PATH") or DEFAULT_DB_PATH)
     sock = str(_pick(socket_dir, environ, "QUEUE_SOCKET_DIR") or DEFAULT_SOCKET_DIR)
     raw_workers = _pick(workers, environ, "BACKGROUND_FORKS")
-    total = DEFAULT_WORKERS if raw_workers is None else _positive_int("workers", str(raw_workers))
+    total = (
+        DEFAULT_WORKERS
+        if raw_workers is None
+        else _positive_int("workers", str(raw_workers), maximum=MAX_WORKERS)
+    )
     mmap_raw = environ.get("QUEUE_MMAP", "1").strip().lower()
     return QueueSettings(db_path, sock, total, mmap=mmap_raw not in ("0", "off", "false", "no"))
 

@@ -18,6 +18,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from reference.errors import SocketInUseError, TransportError
+from reference.process import socket_holders
 from reference.records import LogEvent
 from reference.transport import SendResult
 
@@ -218,6 +219,14 @@ class UnixListener:
         return f"UnixListener({self._address!r}, {state}{waiting})"
 
 
+def _held_by(address: str) -> str:
+    """" (pid 123)" naming who holds the socket at `address`, or "" where unknown."""
+    pids = socket_holders(address)
+    if not pids:
+        return ""
+    return f" (pid {', '.join(map(str, pids))})"
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -297,7 +306,7 @@ class UnixTransport:
         except OSError as exc:
             raise TransportError(f"cannot probe wake-up socket {address!r}: {exc}") from exc
         else:
-            raise SocketInUseError(f"another worker is listening on {address}")
+            raise SocketInUseError(f"another worker is listening on {address}{_held_by(address)}")
         finally:
             probe.close()
         try:

@@ -21,7 +21,7 @@ from reference.errors import StoreError
 from reference.job import install_enqueuer
 from reference.producer import Producer
 from reference.sqlite_store import SqliteStore
-from reference.unix_transport import UnixTransport
+from reference.unix_transport import UnixTransport, check_address
 from reference.waker import Waker, socket_address
 
 if TYPE_CHECKING:
@@ -111,6 +111,11 @@ def configure(
             f"queue database {settings.db_path!r} does not exist "
             "(start a worker first, or pass create=True)"
         )
+    addresses = {
+        i: socket_address(settings.socket_dir, i) for i in range(1, settings.total_workers + 1)
+    }
+    for address in addresses.values():
+        check_address(address)  # a socket dir too long for AF_UNIX: one error, here
     store = SqliteStore(
         settings.db_path,
         mmap=settings.mmap if mmap is None else mmap,
@@ -118,9 +123,6 @@ def configure(
         create=create,
     )
     transport = UnixTransport()
-    addresses = {
-        i: socket_address(settings.socket_dir, i) for i in range(1, settings.total_workers + 1)
-    }
     producer = Producer(
         store, clock=SystemClock(), waker=Waker(transport, addresses, random.Random())
     )

@@ -293,6 +293,7 @@ def test_socket_in_use_is_refused_with_one_line(ws: Workspace, mode: str) -> Non
         assert len(errors) == 1, proc.stderr
         assert "another worker is listening on" in errors[0]
         assert str(path) in errors[0]
+        assert f"(pid {holder.pid})" in errors[0]  # who to stop: named, in both modes
         assert path.exists()  # the live owner's socket is left alone
         assert holder.poll() is None
         if mode == "supervisor":

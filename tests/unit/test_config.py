@@ -191,3 +191,11 @@ def test_workers_keep_freed_heap_unless_glibc_is_told_otherwise() -> None:
     assert resolve_worker(environ=tunables).heap_trim_threshold is None
     other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
     assert resolve_worker(environ=other).heap_trim_threshold == DEFAULT_TRIM_THRESHOLD
+
+
+@pytest.mark.parametrize("raw", ["4097", "1" + "0" * 5000])
+def test_worker_count_is_bounded(raw: str) -> None:
+    """BACKGROUND_FORKS=10**9 built a billion wake-up addresses; 5,000 digits raised."""
+    with pytest.raises(ConfigError, match="key 'workers'") as info:
+        resolve_worker(environ={"BACKGROUND_FORKS": raw})
+    assert len(str(info.value)) < 120

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import reference.queue
-from reference.errors import StoreError
+from reference.errors import StoreError, TransportError
 from reference.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
@@ -76,3 +76,13 @@ def test_the_environment_path_is_checked_too(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"env\.db' does not exist"):
         reference.queue.configure(environ={"QUEUE_DB_PATH": str(db)})
     assert not db.exists()
+
+
+def test_a_socket_dir_too_long_for_af_unix_is_refused_up_front(tmp_path: Path) -> None:
+    """Each enqueue used to print a traceback from the wake-up send instead."""
+    db = tmp_path / "q.db"
+    SqliteStore.create_schema(db)
+    long_dir = str(tmp_path / ("d" * 120))
+    with pytest.raises(TransportError, match="107"):
+        reference.queue.configure(db, long_dir, 1, environ={})
+    assert reference.queue.producer() is None
