@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from property_tests.profiles import scaled
+from reference.options import DEFAULT_MAX_CRASHES
 from reference.records import JobStatus, NewJob
 from reference.sqlite_store import SqliteStore
 
@@ -35,6 +36,7 @@ class ModelJob:
     locked_by: int | None = None
     lease_until: float | None = None
     finished_at: float | None = None
+    crashes: int = 0  # re-queues after its worker died; at DEFAULT_MAX_CRASHES it fails
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -71,9 +73,15 @@ class StoreMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(pool))
 
     def _requeue(self, job_ids: list[int]) -> None:
+        """Each re-queue is a crash of the job's worker; the last allowed one fails it."""
         for i in job_ids:
             j = self.jobs[i]
-            j.status, j.locked_by, j.lease_until = JobStatus.PENDING, None, None
+            j.crashes += 1
+            j.locked_by, j.lease_until = None, None
+            if j.crashes >= DEFAULT_MAX_CRASHES:
+                j.status, j.finished_at = JobStatus.FAILED, self.now
+            else:
+                j.status = JobStatus.PENDING
 
     # -- rules --------------------------------------------------------------------------
 
@@ -184,7 +192,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert ok == (j.status is JobStatus.FAILED)
         if ok:
             j.status, j.run_at, j.attempts, j.finished_at = JobStatus.PENDING, self.now, 0, None
-            j.locked_by = None
+            j.locked_by, j.crashes = None, 0
 
     # -- invariants ---------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from reference.clock import block_for
 from reference.errors import StoreCorruptError, StoreError, StoreLockedError, StoreUnusableError
+from reference.options import DEFAULT_MAX_CRASHES  # for rows stored without the option
 from reference.records import JobRow, JobStatus, LogEvent, StoreStats
 
 if TYPE_CHECKING:
@@ -73,7 +74,6 @@ _T = TypeVar("_T")
 
 # 1: wave 1's jobs table. 2: `crashes` (runs that ended with their worker's death).
 SCHEMA_VERSION: Final = 2
-DEFAULT_MAX_CRASHES: Final = 3  # options.DEFAULT_MAX_CRASHES, for rows stored without it
 MMAP_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 LOCK_WAIT_FIRST: Final = 20e-6  # seconds: the first back-off while another writer holds the lock
@@ -591,15 +591,15 @@ class SqliteStore:
         )
 
     def retry(self, job_id: int, *, now: float) -> bool:
-        """Re-queue a failed job at `now` with `attempts` reset to 0: a full retry budget again.
+        """Re-queue a failed job at `now`, `attempts` and `crashes` reset: a full budget again.
 
         `last_error` is kept until the next run records its own outcome.
         """
         return (
             self._write(
                 "retry",
-                "UPDATE jobs SET status = 'pending', run_at = ?, attempts = 0, locked_by = NULL,"
-                " locked_at = NULL, lease_until = NULL, finished_at = NULL"
+                "UPDATE jobs SET status = 'pending', run_at = ?, attempts = 0, crashes = 0,"
+                " locked_by = NULL, locked_at = NULL, lease_until = NULL, finished_at = NULL"
                 " WHERE id = ? AND status = 'failed'",
                 (now, job_id),
             )
