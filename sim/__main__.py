@@ -1,4 +1,5 @@
-"""`python -m sim`: the catalog (default), `list`, `run NAME --seed S [--trace]`, `mutants`.
+"""`python -m sim`: the catalog (default), `list`, `run NAME --seed S [--trace]`, `mutants`,
+and `soak --minutes N [--scenario NAME]` (fresh seeds past the defaults until time is up).
 
 Exit status 1 on any violation (or, for `mutants`, any mutant not caught); each violation
 prints the exact command that replays it.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from sim.mutants import MUTANTS
@@ -32,6 +34,40 @@ def _catalog(names: Sequence[str] | None) -> int:
         print()
         print(outcome_summary(o))
         print(f"  replay: {o.replay_command()}")
+    return 1 if failures else 0
+
+
+def _soak(minutes: float, name: str, start: int | None) -> int:
+    """Run seeds of `name` from `start` (default: past its default seeds) for `minutes`.
+
+    Always runs at least one seed. Each failing seed prints its violations and replay
+    command as it is found; the summary line (seeds, seeds/min) goes last.
+    """
+    scenario = by_name(name)
+    seed = max(scenario.seeds) + 1 if start is None else start
+    first = seed
+    started = time.perf_counter()
+    deadline = started + minutes * 60.0
+    failures: list[int] = []
+    while True:
+        outcome = run_scenario(scenario, seed)
+        if not outcome.ok:
+            failures.append(seed)
+            print(f"{name} seed {seed}: VIOLATION (trace digest {outcome.digest[:16]})")
+            for v in outcome.violations:
+                detail = f": {shorten(v.detail, 400)}" if v.detail else ""
+                print(f"  [FAIL] {v.name}{detail}")
+            print(f"  replay: {outcome.replay_command()}", flush=True)
+        seed += 1
+        if time.perf_counter() >= deadline:
+            break
+    wall = time.perf_counter() - started
+    ran = seed - first
+    print(
+        f"soak {name}: {ran} seeds ({first}..{seed - 1}) in {wall:.1f} s, "
+        f"{ran / wall * 60:.1f} seeds/min, {len(failures)} failed"
+        + (f": {failures[:20]}" if failures else "")
+    )
     return 1 if failures else 0
 
 
@@ -118,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     shrink.add_argument("name")
     shrink.add_argument("--seed", type=int, required=True)
     sub.add_parser("mutants", help="re-introduce known bugs; each must be caught")
+    soak = sub.add_parser("soak", help="run fresh seeds until the time is up")
+    soak.add_argument("--minutes", type=float, required=True, help="wall time (may be 0.1)")
+    soak.add_argument("--scenario", default="swarm", help="scenario name (default: swarm)")
+    soak.add_argument("--start", type=int, help="first seed (default: past the default seeds)")
     cat = sub.add_parser("catalog", help="run the catalog (the default)")
     cat.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
@@ -132,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _shrink(args.name, args.seed)
         if args.command == "mutants":
             return _mutants()
+        if args.command == "soak":
+            if not args.minutes >= 0:  # also refuses NaN
+                print("error: --minutes must be >= 0", file=sys.stderr)
+                return 2
+            return _soak(args.minutes, args.scenario, args.start)
         return _catalog(getattr(args, "names", None))
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
