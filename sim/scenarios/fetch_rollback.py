@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from reference import Job
 from reference.records import LogEvent
 from reference.sqlite_store import SqliteStore
+from sim import invariants
 from sim.faults import FETCH_SITES, FaultPlan, faulty_store_factory
 from sim.host import Host, QueueSpec, poisson_load
 from sim.scenario import Check, Scenario
@@ -120,12 +121,6 @@ def checks(world: World) -> list[Check]:
     )
     done_mismatch = sorted(i for i in enqueued if status.get(i) == "done" and completed[i] != 1)
     running = sorted(i for i, st in status.items() if st == "running")
-    epoch = world.clock.epoch.timestamp()
-    early = sorted(
-        int(str(r.get("job_id")))
-        for r in trace.of(LogEvent.JOB_CLAIMED.value)
-        if epoch + r.ns / 1e9 < float(str(r.get("run_at"))) - 1e-6
-    )
     superseded = sorted(int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_SUPERSEDED.value))
     return [
         Check(
@@ -144,7 +139,7 @@ def checks(world: World) -> list[Check]:
         Check("done jobs completed exactly once", not done_mismatch, f"{done_mismatch[:10]}"),
         Check("failed jobs ran all 3 attempts", not bad_failed, f"{bad_failed[:10]}"),
         Check("nothing left running", not running, f"running: {running[:10]}"),
-        Check("no job claimed before its run_at", not early, f"early: {early[:10]}"),
+        *invariants.queue_history(world, invariants.retry_policies(RollbackWork)),
         Check(
             "no claim superseded while its worker lived (leases renewed)",
             not superseded,

@@ -17,6 +17,7 @@ from reference import Job
 from reference.records import LogEvent
 from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
+from sim import invariants
 from sim.host import Host, QueueSpec, drain, producer_for
 from sim.scenario import Check, Scenario
 
@@ -196,6 +197,7 @@ def checks(world: World) -> list[Check]:
             not slow,
             ", ".join(f"job {j} waited {w}s" for w, j in slow[-3:]),
         ),
+        *invariants.queue_history(world, invariants.retry_policies(RingWork, Hog)),
     ]
 
 

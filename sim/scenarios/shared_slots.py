@@ -128,6 +128,7 @@ def checks(world: World) -> list[Check]:
             not slow,
             f"short: {slow}",
         ),
+        *invariants.queue_history(world, invariants.retry_policies(Chunk)),
         invariants.bounded_steps(world, 1000),
     ]
 

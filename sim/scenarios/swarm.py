@@ -380,14 +380,6 @@ def _interval_cadence(world: SwarmWorld) -> Check:
 
 def _queue_history(world: SwarmWorld) -> list[Check]:
     trace = world.trace
-    epoch = world.clock.epoch.timestamp()
-    skew = SkewProgram(world.spec.skew) if world.spec.skew else None
-    early = []
-    for r in trace.of(LogEvent.JOB_CLAIMED.value):
-        t = r.ns / 1e9
-        wall = epoch + t + (skew.offset_at(t) if skew else 0.0)
-        if wall < float(str(r.get("run_at"))) - 1e-6:
-            early.append(int(str(r.get("job_id"))))
     disturbances = sorted(
         [r.ns for r in trace.of("host_crash")] + [int(t * 1e9) for t, _ in world.spec.skew]
     )
@@ -405,7 +397,7 @@ def _queue_history(world: SwarmWorld) -> list[Check]:
     skips = sum(1 for _ in trace.of(LogEvent.JOB_SKIPPED.value))
     counted = sum(h.counters.snapshot().total_skips for h in world.hosts)
     return [
-        Check("no job claimed before its run_at", not early, f"{early[:8]}"),
+        *invariants.queue_history(world, invariants.retry_policies(SwarmJob)),
         Check(
             "a claim is superseded only after a crash or a clock step",
             not unexplained,

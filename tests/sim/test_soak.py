@@ -39,7 +39,7 @@ def test_a_failing_soak_reports_each_seed_and_exits_1(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert code == 1, out
     assert "fetch_error_rollback seed 6: VIOLATION" in out
-    assert "[FAIL] no job claimed before its run_at" in out
+    assert "[FAIL] no job claimed or started before its run_at" in out
     assert "replay: python -m sim run fetch_error_rollback --seed 6 --trace" in out
     assert "1 failed: [6]" in out
 
