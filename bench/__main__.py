@@ -2,7 +2,9 @@
 
 Owns the orchestration: each repetition runs every workload for every system, the limit
 first, in fresh directories and fresh processes; each figure is also a ratio to the limit of
-the same repetition; the table shows medians of both. Then the scheduler micro-benchmark.
+the same repetition; the table shows medians of both. Then, once each, the depth case
+(claim+complete at 1,000 vs 1,000,000 pending), the WAL figure (the largest -wal file while
+two consumers drain --wal-n jobs) and the scheduler micro-benchmark.
 Writes bench/results.json (gitignored). Imports the bench modules, never `reference` directly.
 """
 
@@ -24,7 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import arq_system, harness, huey_system, procrastinate_system, rq_system, sched_bench
+from bench import (
+    arq_system,
+    depth_bench,
+    harness,
+    huey_system,
+    procrastinate_system,
+    rq_system,
+    sched_bench,
+    wal_bench,
+)
 from bench.harness import BenchError, median, quantile
 from bench.limit import LimitSystem
 from bench.project import ProjectSystem
@@ -278,7 +289,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="W3 with 50 jobs, smaller scheduler bench, no sim run"
     )
-    parser.add_argument("--workloads", default="W1,W2,W3", help="comma list (default all)")
+    parser.add_argument(
+        "--workloads", default="W1,W2,W3,depth,wal", help="comma list (default all)"
+    )
+    parser.add_argument(
+        "--depth-pending",
+        type=int,
+        default=depth_bench.DEEP,
+        help=f"depth: pending jobs in the deep queue (default {depth_bench.DEEP:,})",
+    )
+    parser.add_argument(
+        "--depth-done",
+        type=int,
+        default=depth_bench.DEEP_DONE,
+        help=f"depth: done rows in the deep queue (default {depth_bench.DEEP_DONE:,})",
+    )
+    parser.add_argument(
+        "--wal-n",
+        type=int,
+        default=wal_bench.N,
+        help=f"wal: jobs drained while the -wal file is sampled (default {wal_bench.N:,})",
+    )
     parser.add_argument(
         "--systems",
         default="limit,project," + ",".join(name for name, _, _ in PEERS),
@@ -288,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args(argv)
     workloads = {w.strip().upper() for w in args.workloads.split(",")}
+    unknown_workloads = workloads - {"W1", "W2", "W3", "DEPTH", "WAL"}
+    if unknown_workloads:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown_workloads))}")
+    per_rep = bool(workloads & {"W1", "W2", "W3"})  # depth and wal run once, after the reps
     pickup_jobs = 50 if args.quick else harness.PICKUP_JOBS
 
     chosen = {w.strip().lower() for w in args.systems.split(",")}
@@ -325,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="bench-"))  # short: AF_UNIX paths are capped ~107 bytes
     try:
-        for rep in range(args.reps):
+        for rep in range(args.reps if per_rep else 0):
             t_rep = time.monotonic()
             for mode, label in (
                 ("single", "W1 enqueue, one at a time"),
@@ -352,13 +387,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
-    print()
-    print(
-        f"Medians of {args.reps} repetitions; (x) = median of the ratios to the limit taken in"
-        " each repetition (rates: higher is better; latencies: lower is better)."
-    )
-    for line in table(run, names):
-        print(line)
+    if per_rep:
+        print()
+        print(
+            f"Medians of {args.reps} repetitions; (x) = median of the ratios to the limit taken"
+            " in each repetition (rates: higher is better; latencies: lower is better)."
+        )
+        for line in table(run, names):
+            print(line)
     print()
     print("Durability and settings:")
     durability = {s.name: s.durability() for s in systems}
@@ -370,6 +406,28 @@ def main(argv: list[str] | None = None) -> int:
     print("Targets (project, medians):")
     for line in verdicts(run, [p.name for p in projects]):
         print(line)
+
+    depth: dict[str, object] = {}
+    if "DEPTH" in workloads:
+        print()
+        depth = depth_bench.run(quick=args.quick, pending=args.depth_pending, done=args.depth_done)
+        for line in depth_bench.report(depth):
+            print(line)
+
+    wal: dict[str, dict[str, float]] = {}
+    if "WAL" in workloads:
+        print()
+        wal_systems = {"limit"} | ({"project"} if projects else set())
+        base = Path(tempfile.mkdtemp(prefix="bench-"))
+        try:
+            wal = wal_bench.run(args.wal_n, wal_systems, base)
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        for line in wal_bench.report(wal):
+            print(line)
 
     sched: dict[str, object] = {}
     if not args.no_sched:
@@ -386,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch,
             "quick": args.quick,
             "pickup_jobs": pickup_jobs,
+            "workloads": sorted(workloads),
+            "depth_pending": args.depth_pending,
+            "depth_done": args.depth_done,
+            "wal_n": args.wal_n,
         },
         "durability": durability,
         "skipped": skipped,
@@ -398,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             for m in METRICS
         },
         "reps": run.reps,
+        "depth": depth,
+        "wal": wal,
         "scheduler": sched,
         "seconds": time.monotonic() - started,
     }

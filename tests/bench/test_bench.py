@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from bench import services
+from bench import depth_bench, services, wal_bench
 from bench.__main__ import METRICS, Run, key_of, main, table, verdicts
 from bench.harness import quantile
+from reference.sqlite_store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,6 +106,7 @@ def test_an_absent_postgresql_is_a_printed_reason_not_a_crash(
 def test_a_real_run_over_the_limit_and_the_project_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     argv = ["--n", "200", "--reps", "1", "--quick", "--no-sched", "--systems", "limit,project"]
+    argv += ["--depth-pending", "3000", "--depth-done", "3000", "--wal-n", "300"]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *argv, "--json", str(out)],
         cwd=ROOT,
@@ -122,3 +127,87 @@ def test_a_real_run_over_the_limit_and_the_project_writes_every_figure(tmp_path:
         assert row["limit"]["ratio"] == 1.0
     assert "project 2x2" in done.stdout
     assert "Durability and settings:" in done.stdout
+    for cycle in results["depth"]["cycles"].values():
+        assert cycle["shallow_us"] > 0
+        assert cycle["deep_us"] > 0
+    assert sorted(results["wal"]) == ["limit", "project 2x2"]
+    assert all(r["max_wal_bytes"] > 0 for r in results["wal"].values())
+    assert "Depth: wall µs per claim+complete cycle" in done.stdout
+    assert "WAL: largest -wal file while two consumers drain 300 jobs" in done.stdout
+
+
+def test_an_unknown_workload_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--workloads", "W2,deep", "--reps", "1"])
+    assert exc.value.code == 2
+    assert "unknown workload(s): DEEP" in capsys.readouterr().err
+
+
+def test_the_depth_database_has_the_store_schema_and_the_rows_asked_for(tmp_path: Path) -> None:
+    path = depth_bench.cached(500, 700, cache=tmp_path)
+    assert depth_bench.cached(500, 700, cache=tmp_path) == path  # built once, then reused
+    store = SqliteStore.open_existing(path)
+    try:
+        stats = store.stats()
+        assert (stats.pending, stats.running, stats.done, stats.failed) == (500, 0, 700, 0)
+        (first,) = store.fetch_due(1, now=depth_bench.NOW, lease=60.0)
+        assert first.id == 701  # the oldest pending job, behind every done row
+    finally:
+        store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_the_depth_case_reports_both_cycles_at_both_depths_with_the_claim_plan(
+    tmp_path: Path,
+) -> None:
+    result = depth_bench.run(
+        quick=True, pending=3000, done=3000, workdir=tmp_path, cache=tmp_path / "cache"
+    )
+    cycles = result["cycles"]
+    assert isinstance(cycles, dict)
+    assert sorted(cycles) == ["complete_and_fetch", "fetch_due + complete"]
+    for figures in cycles.values():
+        for key in ("shallow_us", "deep_us", "ratio", "shallow_cpu_us", "deep_cpu_us"):
+            assert figures[key] > 0, key
+    assert any("jobs_pending_due" in step for step in result["plan"])  # type: ignore[union-attr]
+    lines = depth_bench.report(result)
+    assert "deep = 3,000 pending + 3,000 done not yet purged" in lines[1]
+    assert sum(" complete" in line and line.endswith("x") for line in lines) == 2
+    # Depth held constant: both copies were drained only inside the blocks, and removed.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_the_depth_reset_keeps_the_queue_depth(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    shutil.copyfile(depth_bench.cached(300, 0, cache=tmp_path / "cache"), path)
+    cycles = depth_bench.Cycles(path, depth_bench.T0 + 300)
+    try:
+        for _ in range(50):
+            cycles.complete_and_fetch()
+        cycles.reset()
+    finally:
+        cycles.close()
+    with sqlite3.connect(path) as conn:
+        rows = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+    assert rows == {"pending": 300}
+
+
+@pytest.mark.slow
+def test_the_wal_figure_is_sampled_while_two_consumers_drain() -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-"))  # short: AF_UNIX paths are capped
+    try:
+        results = wal_bench.run(300, {"limit", "project"}, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert sorted(results) == ["limit", "project 2x2"]
+    for r in results.values():
+        assert r["n"] == 300
+        assert r["max_wal_bytes"] >= r["end_wal_bytes"] > 0
+        assert r["samples"] >= 1
+        assert r["jobs_per_s"] > 0
+    lines = wal_bench.report(results)
+    assert lines[0].startswith("WAL: largest -wal file while two consumers drain 300 jobs")
+    (project,) = [line for line in lines if "project 2x2" in line]
+    assert project.split()[0] in ("met", "MISSED")  # the verdict against the 64 MiB target
