@@ -8,19 +8,43 @@ prints the exact command that replays it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from typing import TYPE_CHECKING
 
 from sim.mutants import MUTANTS
 from sim.report import catalog_report, outcome_summary, shorten, table, timing_line
-from sim.scenario import run_scenario
+from sim.scenario import Outcome, describe, run_scenario
 from sim.scenarios import CATALOG, by_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sim.scenario import Outcome
+    from sim.scenario import Scenario
+
+
+def _run_guarded(scenario: Scenario, seed: int) -> Outcome:
+    """`run_scenario`, with a CancelledError escaping the run reported as a violation.
+
+    `run_scenario` turns Exception and SystemExit from the run into a violation, but a
+    CancelledError (a BaseException) that escapes `main` would end the whole command; here
+    it becomes a failing outcome instead (seen under cancel_swallower_holds_its_slot).
+    """
+    started = time.perf_counter()
+    try:
+        return run_scenario(scenario, seed)
+    except asyncio.CancelledError as exc:
+        return Outcome(
+            scenario=scenario.name,
+            seed=seed,
+            virtual_seconds=0.0,
+            wall_seconds=time.perf_counter() - started,
+            events=0,
+            checks=(),
+            error=f"escaped the run: {describe(exc)}",
+            digest="",
+        )
 
 
 def _catalog(names: Sequence[str] | None) -> int:
@@ -50,7 +74,7 @@ def _soak(minutes: float, name: str, start: int | None) -> int:
     deadline = started + minutes * 60.0
     failures: list[int] = []
     while True:
-        outcome = run_scenario(scenario, seed)
+        outcome = _run_guarded(scenario, seed)
         if not outcome.ok:
             failures.append(seed)
             print(f"{name} seed {seed}: VIOLATION (trace digest {outcome.digest[:16]})")
@@ -126,7 +150,7 @@ def _mutants() -> int:
             for name in mutant.caught_by:
                 scenario = by_name(name)
                 for seed in scenario.seeds:
-                    outcome = run_scenario(scenario, seed)
+                    outcome = _run_guarded(scenario, seed)
                     seeds += 1
                     if not outcome.ok:
                         caught += 1

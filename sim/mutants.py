@@ -316,3 +316,83 @@ MUTANTS: tuple[Mutant, ...] = (
         replacement=_no_lease_renewal,
     ),
 )
+
+
+# -- queue-history mutants: each caught by one of the invariants in sim.invariants
+
+# A "grace second" for clock noise: jobs due within a second are claimed early.
+_FETCH_A_SECOND_EARLY = reference.sqlite_store._FETCH.replace("run_at <= ?", "run_at <= ? + 1")
+
+# Newest first: a stack, not a queue; under a backlog old due jobs wait behind new ones.
+_FETCH_NEWEST_FIRST = reference.sqlite_store._FETCH.replace(
+    "ORDER BY run_at, id", "ORDER BY id DESC"
+)
+
+# The attempt fence dropped from the completion: a run whose lease was taken over still
+# marks the job done while the newer attempt runs. (`? IS NOT NULL` keeps the parameter.)
+_COMPLETE_UNFENCED = reference.sqlite_store._COMPLETE.replace(
+    "AND attempts = ?", "AND ? IS NOT NULL"
+)
+
+
+def _exponential_from_first_retry(self: JobOptions, attempt: int, rng: Any) -> float:
+    # `2 ** attempt` for `2 ** (attempt - 1)`: the first retry already waits twice the
+    # delay. (`rng` is the consumer's random.Random.)
+    if attempt < 1:
+        raise ValueError("attempt counts runs started, so it is at least 1")
+    base = self.retry_delay
+    if self.backoff == "linear":
+        base *= attempt
+    elif self.backoff == "exponential":
+        base *= 2.0 ** min(attempt, 62)
+    jitter = self.effective_jitter
+    if jitter:
+        base *= rng.uniform(1.0 - jitter, 1.0 + jitter)
+    return min(max(base, 0.0), 24 * 3600.0)
+
+
+def _retry_at_on_monotonic(self: Consumer, row: JobRow, options: JobOptions) -> float | None:
+    # The retry time taken from the monotonic clock: a small number, so run_at lies in the
+    # distant past and the retry runs at once, with no backoff at all.
+    if row.attempts > options.retry:
+        return None
+    return self._clock.monotonic() + options.retry_delay_for(row.attempts, self._rng)
+
+
+MUTANTS += (
+    Mutant(
+        name="fetch_a_second_early",
+        target="reference.sqlite_store:_FETCH",
+        restores="fetch claims jobs due within the next second (`run_at <= ? + 1`)",
+        caught_by=("fetch_error_rollback", "swarm"),
+        replacement=_FETCH_A_SECOND_EARLY,
+    ),
+    Mutant(
+        name="fetch_newest_first",
+        target="reference.sqlite_store:_FETCH",
+        restores="fetch orders by id DESC: the newest due job is claimed first",
+        caught_by=("shared_slots", "swarm"),
+        replacement=_FETCH_NEWEST_FIRST,
+    ),
+    Mutant(
+        name="complete_without_attempt_fence",
+        target="reference.sqlite_store:_COMPLETE",
+        restores="a completion is accepted from a superseded attempt (no `attempts = ?`)",
+        caught_by=("lease_takeover", "swarm"),
+        replacement=_COMPLETE_UNFENCED,
+    ),
+    Mutant(
+        name="exponential_backoff_off_by_one",
+        target="reference.options:JobOptions.retry_delay_for",
+        restores="exponential backoff uses 2 ** attempt: every retry waits twice too long",
+        caught_by=("fetch_error_rollback", "swarm"),
+        replacement=_exponential_from_first_retry,
+    ),
+    Mutant(
+        name="retry_at_on_monotonic_clock",
+        target="reference.consumer:Consumer.retry_at",
+        restores="a retry's run_at is computed from the monotonic clock: no backoff",
+        caught_by=("fetch_error_rollback",),
+        replacement=_retry_at_on_monotonic,
+    ),
+)

@@ -8,6 +8,7 @@ from sim.scenarios import (
     big_schedule,
     cron_overlap,
     fetch_rollback,
+    lease_takeover,
     poison_jobs,
     ring_fallback,
     shared_slots,
@@ -25,6 +26,7 @@ CATALOG: tuple[Scenario, ...] = (
     shared_slots.SCENARIO,
     swarm.SCENARIO,
     poison_jobs.SCENARIO,
+    lease_takeover.SCENARIO,
 )
 
 

@@ -39,7 +39,8 @@ FAULT_RATE = 0.12
 class RollbackWork(Job):
     """Sleeps a given virtual time, or fails every time (to exercise the retry path)."""
 
-    options = {"retry": 2, "retry_delay": 5, "backoff": "fixed", "timeout": 120}
+    # Exponential, with its default jitter: the retry-window check judges growing delays.
+    options = {"retry": 2, "retry_delay": 5, "backoff": "exponential", "timeout": 120}
 
     async def perform(self, seconds: float, fail: bool) -> None:
         await asyncio.sleep(seconds)
