@@ -4,7 +4,8 @@ Layer 2 (engine): asyncio over layers 0-1; reads time only through the `Clock` i
 Overlap (SPEC, the 0.6.1 fix): an entry still running when due is skipped *and rescheduled*,
 with a warning and a skip count. 0.6.0 re-pushed it without rescheduling, so its due time
 stayed in the past and the loop spun; `python -m sim mutants` restores that to prove the
-simulator catches it.
+simulator catches it. A cron entry that runs out of fire times (a year field that has
+passed) is retired with an error log; the worker and its other entries go on.
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reference.records import LogEvent
-from reference.triggers import MIN_CRON_SLEEP, interval_first, interval_next, startup_jitter
+from reference.triggers import (
+    MIN_CRON_SLEEP,
+    NoNextFireError,
+    interval_first,
+    interval_next,
+    startup_jitter,
+)
 
 if TYPE_CHECKING:
     import random
@@ -41,6 +49,7 @@ class EntryState:
     last_slot: datetime | None = field(default=None)  # cron: the last wall slot scheduled
     runs: int = 0
     skips: int = 0
+    retired: bool = False  # cron: no fire time left, so it is off the heap for good
 
 
 class Scheduler:
@@ -84,12 +93,28 @@ class Scheduler:
         # behind the slot it just fired (float rounding) or stepped back by NTP would
         # otherwise fire that slot again 0.1 s later.
         ref = wall if state.last_slot is None or wall > state.last_slot else state.last_slot
-        slot = cron.next_after(ref)
+        try:
+            slot = cron.next_after(ref)
+        except NoNextFireError as exc:
+            self._retire(state, exc)
+            return math.inf  # never pushed: callers check `state.retired`
         state.last_slot = slot
         return now + max((slot - wall).total_seconds(), MIN_CRON_SLEEP)
 
+    def _retire(self, state: EntryState, exc: NoNextFireError) -> None:
+        state.retired = True
+        logger.error(
+            "schedule entry %s will not run again: %s",
+            state.entry.name,
+            exc,
+            extra={"entry": state.entry.name},
+        )
+
     def next_run(self, state: EntryState, due: float) -> float:
-        """The due time after a run (or skip) that was due at `due` (SPEC rescheduling)."""
+        """The due time after a run (or skip) that was due at `due` (SPEC rescheduling).
+
+        A cron entry with no fire time left is retired instead (`state.retired`, due inf).
+        """
         now = self._clock.monotonic()
         if state.entry.every is not None:
             return interval_next(due, state.entry.every, now)
@@ -112,7 +137,12 @@ class Scheduler:
         heap = self._heap
         heap.clear()
         for seq, state in enumerate(self.states):
-            heapq.heappush(heap, (self._first_run(state), seq, state))
+            first = self._first_run(state)
+            if not state.retired:
+                heap.append((first, seq, state))
+        # One heapify, not a push per entry; (due, seq) keys are unique, so the firing
+        # order is the same.
+        heapq.heapify(heap)
         sleeper = _Sleeper(stopping)
         watcher = tasks.create_task(sleeper.watch(), name="scheduler-stop-watch")
         try:
@@ -143,7 +173,8 @@ class Scheduler:
                     state.runs += 1
                     tasks.create_task(self._run(state, stopping), name=f"entry:{state.entry.name}")
                     next_due = self.next_run(state, due)
-                heapq.heappush(heap, (next_due, seq, state))
+                if not state.retired:
+                    heapq.heappush(heap, (next_due, seq, state))
             await sleeper.sleep(heap[0][0] - self._clock.monotonic() if heap else None)
 
     async def _run(self, state: EntryState, stopping: asyncio.Event) -> None:

@@ -14,6 +14,12 @@ one instant:
   the first instant after the gap (03:00 CEST); several slots inside one gap fire once.
 So a daily job runs exactly once per calendar day. Evaluation without a zone uses the
 system's local zone, with the same policy.
+
+An expression can run out of fire times (a year field in the past, or never: "0 0 31 2 *").
+croniter then gives up after searching 50 years; `next_after` reports that as
+`NoNextFireError`, never as a croniter exception. The schedule file is checked for it up
+front (`reference.schedule.CRON_HORIZON_YEARS`); the scheduler retires an entry that runs
+out later (a year field that has passed).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 if TYPE_CHECKING:
     import random
@@ -32,6 +38,10 @@ MIN_CRON_SLEEP = 0.1
 """The floor of a cron delay, so a clock at a slot boundary never spins (SPEC)."""
 
 MAX_STARTUP_JITTER = 5.0
+
+
+class NoNextFireError(ValueError):
+    """A cron expression has no fire time after the given instant (croniter searched 50 years)."""
 
 
 def interval_first(now: float, every: float, jitter: float) -> float:
@@ -76,8 +86,8 @@ class CronSchedule:
             # start_time is explicit: croniter must never read the real clock.
             self._iter = croniter(expr, start_time=datetime(2000, 1, 1))
         except (ValueError, KeyError, TypeError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise ValueError(f"invalid cron expression {expr!r}: {reason}") from exc
+            reason = _clip(str(exc) or type(exc).__name__, 120, quote=False)
+            raise ValueError(f"invalid cron expression {_clip(expr)}: {reason}") from exc
         # (wall, result) of the last call, POSIX seconds: a repeat query before the slot
         # (e.g. after an early wake-up) is answered without croniter.
         self._last: tuple[float, float] = (math.inf, math.inf)
@@ -86,7 +96,8 @@ class CronSchedule:
         """Return the next fire time strictly after the aware `wall`, as an aware datetime.
 
         Raises:
-            ValueError: `wall` is naive, or the expression never fires again.
+            NoNextFireError: the expression never fires again (a `ValueError`).
+            ValueError: `wall` is naive.
         """
         ts = self._next_ts(wall)
         if self.tz is not None:
@@ -112,8 +123,17 @@ class CronSchedule:
             # Slots come in increasing naive order and map to non-decreasing instants, so
             # the first instant past `now` is the answer. Only inside a repeated hour (wall
             # in its second pass) does this loop more than once.
-            slot = self._iter.get_next(datetime)
-            ts = self._instant(slot)
+            try:
+                slot = self._iter.get_next(datetime)
+                ts = self._instant(slot)
+            except (CroniterError, OverflowError, ValueError) as exc:
+                # CroniterBadDateError: nothing within croniter's 50-year search; the
+                # others: a slot past year 9999 (datetime's range). Either way, no next run.
+                why = "none within 50 years" if isinstance(exc, CroniterError) else str(exc)
+                raise NoNextFireError(
+                    f"cron expression {_clip(self.expr)} has no fire time after "
+                    f"{wall.isoformat(timespec='seconds')} ({_clip(why, 80, quote=False)})"
+                ) from exc
             if ts > now:
                 self._last = (now, ts)
                 return ts
@@ -158,3 +178,9 @@ class CronSchedule:
     def __repr__(self) -> str:
         zone = str(self.tz) if self.tz is not None else "local"
         return f"CronSchedule({self.expr!r}, tz={zone})"
+
+
+def _clip(text: str, limit: int = 60, *, quote: bool = True) -> str:
+    """`text` for an error message: repr()'d if `quote`, cut to about `limit` characters."""
+    shown = repr(text) if quote else " ".join(text.split())  # one line, always
+    return shown if len(shown) <= limit else f"{shown[: limit - 3]}..."

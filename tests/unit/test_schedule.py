@@ -157,15 +157,24 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_invalid_yaml_reports_line_and_column(tmp_path: Path) -> None:
-    err = config_error(tmp_path, f"a:\n  class: {TICK}\n  every: [1, 2\n")
+    err = config_error(tmp_path, "a: 1\n---\nb: 2\n")
     assert (err.entry, err.key) == (None, None)
-    assert "not valid YAML at line" in str(err)
-    assert "column" in str(err)
+    assert "not valid YAML at line 2, column 1: expected a single document" in str(err)
+
+
+def test_invalid_yaml_inside_an_entry_names_entry_and_key(tmp_path: Path) -> None:
+    err = config_error(tmp_path, f"a:\n  class: {TICK}\n  every: [1, 2\n")
+    assert (err.entry, err.key) == ("a", "every")
+    assert "not valid YAML: " in str(err)
+    assert "(line 4, column 1 of " in str(err)
 
 
 def test_unsafe_yaml_tag_is_rejected(tmp_path: Path) -> None:
     err = config_error(tmp_path, "a: !!python/object:os.system {}\n")
-    assert "not valid YAML" in str(err)
+    # A constructor error is placed in its entry, with line and column.
+    assert (err.entry, err.key) == ("a", None)
+    assert "could not determine a constructor" in str(err)
+    assert "line 1, column 4" in str(err)
 
 
 @pytest.mark.parametrize("text", ["", "# all commented out\n", "{}\n"])
@@ -304,11 +313,18 @@ def test_every_not_a_number(tmp_path: Path, value: str) -> None:
     assert "must be a number of seconds" in str(err)
 
 
-@pytest.mark.parametrize("value", ["0", "-5", ".inf", ".nan"])
-def test_every_not_positive(tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize("value", ["0", "-5", "0.0999"])
+def test_every_below_the_minimum(tmp_path: Path, value: str) -> None:
     err = config_error(tmp_path, f"a:\n  class: {TICK}\n  every: {value}\n")
     assert (err.entry, err.key) == ("a", "every")
-    assert "> 0" in str(err)
+    assert "at least 0.1 seconds (MIN_EVERY" in str(err)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_every_not_finite(tmp_path: Path, value: str) -> None:
+    err = config_error(tmp_path, f"a:\n  class: {TICK}\n  every: {value}\n")
+    assert (err.entry, err.key) == ("a", "every")
+    assert "must be a finite number of seconds" in str(err)
 
 
 def test_cron_invalid(tmp_path: Path) -> None:

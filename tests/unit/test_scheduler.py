@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -351,3 +352,47 @@ def test_scheduler_repr() -> None:
         return repr(rig.worker.scheduler)
 
     assert run_virtual(main) == "Scheduler(entries=1, next_due=-)"
+
+
+def test_a_cron_entry_that_runs_out_of_fire_times_is_retired_and_the_worker_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its year field ends at 2026: the 23:59 slot is its last. The worker must not die on
+    # the next computation (croniter's "failed to find next date"), nor stop "tick".
+    epoch = datetime(2026, 12, 31, 23, 58, 30, tzinfo=UTC)
+
+    async def main() -> Rig:
+        rig = Rig(
+            [cron("last", "* * * * * 0 2026", 0.0), every("tick", 30.0, 0.0)],
+            seed=12,
+            epoch=epoch,
+        )
+        await rig.run_for(300.0)
+        return rig
+
+    rig = run_virtual(main)
+    j_last, j_tick = jitters(12, 5.0, 5.0)
+    assert rig.times(LogEvent.JOB_STARTED, "last") == approx_list([30.0 + j_last])
+    ticks = [30.0 + j_tick + 30.0 * k for k in range(10) if 30.0 + j_tick + 30.0 * k < 300.0]
+    assert rig.times(LogEvent.JOB_STARTED, "tick") == approx_list(ticks)
+    last, tick = rig.worker.scheduler.states
+    assert (last.retired, last.runs, tick.retired) == (True, 1, False)
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    # Retired when the run that fired the last slot was rescheduled, a few seconds later.
+    assert re.fullmatch(
+        r"schedule entry last will not run again: cron expression '\* \* \* \* \* 0 2026' has "
+        r"no fire time after 2026-12-31T23:59:0\d\+00:00 \(none within 50 years\)",
+        record.getMessage(),
+    )
+
+
+def test_a_cron_entry_with_no_fire_time_at_start_is_retired_at_once() -> None:
+    async def main() -> Rig:
+        rig = Rig([cron("gone", "* * * * * 0 2025", 0.0), every("tick", 30.0, 0.0)], seed=3)
+        await rig.run_for(100.0)
+        return rig
+
+    rig = run_virtual(main)
+    assert rig.times(LogEvent.JOB_STARTED, "gone") == []
+    assert len(rig.times(LogEvent.JOB_STARTED, "tick")) == 3
+    assert rig.worker.scheduler.states[0].retired

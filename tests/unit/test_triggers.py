@@ -14,6 +14,7 @@ import pytest
 from reference.triggers import (
     MIN_CRON_SLEEP,
     CronSchedule,
+    NoNextFireError,
     interval_first,
     interval_next,
     startup_jitter,
@@ -76,6 +77,33 @@ def test_invalid_cron_names_croniter_reason() -> None:
         CronSchedule("61 * * * *", None)
     with pytest.raises(ValueError, match="columns"):
         CronSchedule("every day", None)
+
+
+@pytest.mark.parametrize(
+    ("expr", "wall"),
+    [
+        ("0 0 31 2 *", datetime(2026, 1, 1, tzinfo=UTC)),  # never
+        ("* * * * * 0 2026", datetime(2027, 1, 1, tzinfo=UTC)),  # its year has passed
+        ("0 0 1 1 * 0 2099", datetime(2026, 1, 1, tzinfo=UTC)),  # past croniter's 50 years
+    ],
+)
+def test_no_next_fire_is_a_clear_error_not_a_croniter_one(expr: str, wall: datetime) -> None:
+    cron = CronSchedule(expr, ZoneInfo("UTC"))
+    with pytest.raises(NoNextFireError) as info:
+        cron.next_after(wall)
+    assert type(info.value) is NoNextFireError  # a ValueError, but not croniter's own
+    assert isinstance(info.value, ValueError)
+    assert str(info.value) == (
+        f"cron expression {expr!r} has no fire time after {wall.isoformat()} (none within 50 years)"
+    )
+    with pytest.raises(NoNextFireError):
+        cron.delay(wall)
+
+
+def test_a_huge_cron_expression_is_clipped_in_the_error() -> None:
+    with pytest.raises(ValueError, match="invalid cron expression") as info:
+        CronSchedule("9" * 10_000 + " * * * *", None)
+    assert len(str(info.value)) < 250
 
 
 def test_next_after_is_strictly_after_a_slot() -> None:
