@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from reference.sqlite_store import SqliteStore
+from reference.unix_transport import UnixTransport
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
@@ -221,3 +224,29 @@ def ws() -> Iterator[Workspace]:
             # Always: a supervisor that exited may have left children in its group.
             proc.kill_group()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short temp dir for Unix sockets (pytest's tmp_path can exceed AF_UNIX's 107 bytes)."""
+    base = tempfile.mkdtemp(prefix="ut-")
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def transport() -> Iterator[UnixTransport]:
+    t = UnixTransport()
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+@pytest.fixture
+def db(ws: Workspace) -> Workspace:
+    """A workspace whose queue database exists (as a started worker would leave it)."""
+    SqliteStore.create_schema(ws.db)
+    return ws

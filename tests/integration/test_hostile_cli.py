@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from reference.sqlite_store import SqliteStore
 from tests.integration.conftest import JOBS, db_rows
 
 if TYPE_CHECKING:
@@ -24,12 +23,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 RECORD = f"{JOBS}.Record"
-
-
-@pytest.fixture
-def db(ws: Workspace) -> Workspace:
-    SqliteStore.create_schema(ws.db)
-    return ws
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:

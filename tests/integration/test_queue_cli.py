@@ -27,13 +27,6 @@ pytestmark = pytest.mark.slow
 RECORD = f"{JOBS}.Record"
 
 
-@pytest.fixture
-def db(ws: Workspace) -> Workspace:
-    """A workspace whose queue database exists (as a started worker would leave it)."""
-    SqliteStore.create_schema(ws.db)
-    return ws
-
-
 def _one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.splitlines()

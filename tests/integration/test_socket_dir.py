@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import stat
-import tempfile
 from typing import TYPE_CHECKING
 
 import pytest
@@ -25,56 +23,35 @@ from reference.transport import SendResult
 from reference.unix_transport import MAX_ADDRESS_BYTES, UnixTransport, check_address
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from tests.integration.conftest import Workspace
 
 FOREIGN_UID = 65534  # "nobody"
 
 
-@pytest.fixture
-def base() -> Iterator[str]:
-    # Not tmp_path: pytest's paths can exceed the ~107-byte AF_UNIX limit.
-    path = tempfile.mkdtemp(prefix="sd-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def transport() -> Iterator[UnixTransport]:
-    t = UnixTransport()
-    try:
-        yield t
-    finally:
-        t.close()
-
-
-def _dir(base: str, mode: int) -> str:
-    path = os.path.join(base, "s")
+def _dir(sockdir: str, mode: int) -> str:
+    path = os.path.join(sockdir, "s")
     os.mkdir(path)
     os.chmod(path, mode)  # chmod, not mkdir's mode: the umask would narrow it
     return path
 
 
-def test_new_socket_dir_is_0700_even_under_umask_0(base: str, transport: UnixTransport) -> None:
+def test_new_socket_dir_is_0700_even_under_umask_0(sockdir: str, transport: UnixTransport) -> None:
     old = os.umask(0)
     try:
-        listener = transport.listen_now(f"{base}/new/w1.sock")
+        listener = transport.listen_now(f"{sockdir}/new/w1.sock")
     finally:
         os.umask(old)
     try:
-        assert stat.S_IMODE(os.stat(f"{base}/new").st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(f"{sockdir}/new").st_mode) == 0o700
     finally:
         listener.close()
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777, 0o722], ids=oct)
 def test_socket_dir_others_can_write_is_refused(
-    base: str, transport: UnixTransport, mode: int
+    sockdir: str, transport: UnixTransport, mode: int
 ) -> None:
-    sockets = _dir(base, mode)
+    sockets = _dir(sockdir, mode)
     with pytest.raises(TransportError) as info:
         transport.listen_now(f"{sockets}/w1.sock")
     message = str(info.value)
@@ -86,9 +63,9 @@ def test_socket_dir_others_can_write_is_refused(
 
 
 def test_socket_dir_of_our_own_without_group_write_is_used(
-    base: str, transport: UnixTransport
+    sockdir: str, transport: UnixTransport
 ) -> None:
-    sockets = _dir(base, 0o755)  # what os.makedirs leaves under the usual umask 022
+    sockets = _dir(sockdir, 0o755)  # what os.makedirs leaves under the usual umask 022
     listener = transport.listen_now(f"{sockets}/w1.sock")
     try:
         assert transport.try_send(f"{sockets}/w1.sock", b"\x00") is SendResult.DELIVERED
@@ -96,8 +73,10 @@ def test_socket_dir_of_our_own_without_group_write_is_used(
         listener.close()
 
 
-def test_socket_dir_owned_by_another_user_is_refused(base: str, transport: UnixTransport) -> None:
-    sockets = _dir(base, 0o700)
+def test_socket_dir_owned_by_another_user_is_refused(
+    sockdir: str, transport: UnixTransport
+) -> None:
+    sockets = _dir(sockdir, 0o700)
     try:
         os.chown(sockets, FOREIGN_UID, -1)
     except PermissionError:
@@ -108,11 +87,11 @@ def test_socket_dir_owned_by_another_user_is_refused(base: str, transport: UnixT
 
 
 def test_socket_dir_that_is_a_symlink_to_a_foreign_dir_is_refused(
-    base: str, transport: UnixTransport
+    sockdir: str, transport: UnixTransport
 ) -> None:
     # The check follows the link: what matters is who can write where the socket lands.
-    target = _dir(base, 0o777)
-    link = os.path.join(base, "link")
+    target = _dir(sockdir, 0o777)
+    link = os.path.join(sockdir, "link")
     os.symlink(target, link)
     with pytest.raises(TransportError, match="writable by group or others"):
         transport.listen_now(f"{link}/w1.sock")
@@ -120,27 +99,27 @@ def test_socket_dir_that_is_a_symlink_to_a_foreign_dir_is_refused(
 
 
 def test_dangling_symlink_at_the_socket_path_is_an_error_and_kept(
-    base: str, transport: UnixTransport
+    sockdir: str, transport: UnixTransport
 ) -> None:
-    sockets = _dir(base, 0o700)
+    sockets = _dir(sockdir, 0o700)
     address = f"{sockets}/w1.sock"
-    os.symlink(f"{base}/nowhere.sock", address)
+    os.symlink(f"{sockdir}/nowhere.sock", address)
     with pytest.raises(TransportError, match="is a symlink, not a socket") as info:
         transport.listen_now(address)
     assert not isinstance(info.value, SocketInUseError)  # not "another worker is listening"
     assert address in str(info.value)
-    assert os.readlink(address) == f"{base}/nowhere.sock"
+    assert os.readlink(address) == f"{sockdir}/nowhere.sock"
 
 
 def test_symlink_to_a_live_socket_is_an_error_and_the_socket_gets_nothing(
-    base: str, transport: UnixTransport
+    sockdir: str, transport: UnixTransport
 ) -> None:
     live = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     live.setblocking(False)
-    live_path = f"{base}/live.sock"
+    live_path = f"{sockdir}/live.sock"
     live.bind(live_path)
     try:
-        sockets = _dir(base, 0o700)
+        sockets = _dir(sockdir, 0o700)
         address = f"{sockets}/w1.sock"
         os.symlink(live_path, address)
         with pytest.raises(TransportError, match="is a symlink, not a socket") as info:
@@ -154,9 +133,9 @@ def test_symlink_to_a_live_socket_is_an_error_and_the_socket_gets_nothing(
 
 
 def test_directory_at_the_socket_path_is_an_error_and_kept(
-    base: str, transport: UnixTransport
+    sockdir: str, transport: UnixTransport
 ) -> None:
-    sockets = _dir(base, 0o700)
+    sockets = _dir(sockdir, 0o700)
     address = f"{sockets}/w1.sock"
     os.mkdir(address)
     with pytest.raises(TransportError, match="is a directory, not a socket"):
@@ -164,8 +143,10 @@ def test_directory_at_the_socket_path_is_an_error_and_kept(
     assert os.path.isdir(address)
 
 
-def test_fifo_at_the_socket_path_is_an_error_and_kept(base: str, transport: UnixTransport) -> None:
-    sockets = _dir(base, 0o700)
+def test_fifo_at_the_socket_path_is_an_error_and_kept(
+    sockdir: str, transport: UnixTransport
+) -> None:
+    sockets = _dir(sockdir, 0o700)
     address = f"{sockets}/w1.sock"
     os.mkfifo(address)
     with pytest.raises(TransportError, match="not a socket"):
@@ -174,9 +155,9 @@ def test_fifo_at_the_socket_path_is_an_error_and_kept(base: str, transport: Unix
 
 
 def test_dead_real_socket_is_still_removed_as_stale(
-    base: str, transport: UnixTransport, caplog: pytest.LogCaptureFixture
+    sockdir: str, transport: UnixTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sockets = _dir(base, 0o700)
+    sockets = _dir(sockdir, 0o700)
     address = f"{sockets}/w1.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     dead.bind(address)

@@ -6,12 +6,10 @@ import asyncio
 import logging
 import os
 import random
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,7 +22,7 @@ from reference.unix_transport import MAX_ADDRESS_BYTES, UnixTransport
 from reference.waker import Doorbell, Waker, decode_hops, socket_address
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterator
+    from collections.abc import Callable, Coroutine
 
 T = TypeVar("T")
 
@@ -49,25 +47,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(0.01)
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    # Not tmp_path: pytest's paths can exceed the ~107-byte AF_UNIX limit.
-    base = tempfile.mkdtemp(prefix="ut-")
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def transport() -> Iterator[UnixTransport]:
-    t = UnixTransport()
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 def test_socket_file_is_0600_and_new_dir_is_0700(sockdir: str, transport: UnixTransport) -> None:

@@ -650,21 +650,26 @@ def test_a_bug_in_a_loop_callback_stops_the_worker_as_a_task_error_would(
 # -- a store that stopped working for good ends the worker with one clear error -----------
 
 
+async def _worker_error(rig: Rig) -> tuple[float, BaseException]:
+    """Wait for worker 1 to end with an error; the loop time then, and the error."""
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with asyncio.timeout(120.0):  # virtual: fails, not hangs, if it serves on
+            await rig.tasks[1]
+    return rig.now, info.value.exceptions[0]
+
+
 def test_a_database_replaced_under_the_worker_ends_it_at_the_next_poll(tmp_path: Path) -> None:
     """SQLite goes on serving the unlinked file; jobs enqueued into the new one at the path
     would never run. The worker must notice within a poll and exit, not serve a ghost."""
     db = tmp_path / "q.db"
 
-    async def main() -> tuple[float, BaseException | None]:
+    async def main() -> tuple[float, BaseException]:
         async with Rig(db, poll=5.0) as rig:
             await rig.start()
             await asyncio.sleep(2.0)
             db.rename(tmp_path / "old.db")
             SqliteStore.create_schema(db)
-            with pytest.raises(BaseExceptionGroup) as info:
-                async with asyncio.timeout(120.0):  # virtual: fails, not hangs, if it serves on
-                    await rig.tasks[1]
-            return rig.now, info.value.exceptions[0]
+            return await _worker_error(rig)
 
     at, exc = run_virtual(main)
     assert isinstance(exc, StoreUnusableError)
@@ -677,16 +682,13 @@ def test_a_store_failing_for_good_ends_the_worker_after_the_give_up_time(tmp_pat
     exits with the last error instead of warning every few seconds forever."""
     db = tmp_path / "q.db"
 
-    async def main() -> tuple[float, BaseException | None]:
+    async def main() -> tuple[float, BaseException]:
         async with Rig(db, poll=5.0) as rig:
             await rig.start()
             worker_store = rig._stores[1]
             worker_store.close()  # every later call raises StoreError("store is closed")
             rig.enqueue(Noop, "never")  # a wake-up makes the worker claim, and fail
-            with pytest.raises(BaseExceptionGroup) as info:
-                async with asyncio.timeout(120.0):  # virtual: fails, not hangs, if it serves on
-                    await rig.tasks[1]
-            return rig.now, info.value.exceptions[0]
+            return await _worker_error(rig)
 
     at, exc = run_virtual(main)
     assert isinstance(exc, StoreUnusableError)
