@@ -46,6 +46,9 @@ POLL_INTERVAL = 5.0
 # corrupt or vanished file. The worker exits with one line rather than warn forever while
 # its supervisor looks healthy; a deleted or replaced file ends it at the next check.
 STORE_GIVE_UP = 30.0
+# ... and only after this many failures with no success between: one transient error
+# followed by a quiet spell (every slot busy, nothing to claim) is not a broken store.
+STORE_GIVE_UP_FAILURES = 5
 # A running job's lease: renewed every LEASE / 3 while it runs, so a worker must miss two
 # renewals in a row (a crash, a frozen process) before another worker re-queues its job.
 DEFAULT_LEASE = 60.0
@@ -100,6 +103,7 @@ class Consumer:
         self._waker = Waker(wiring.transport, wiring.peers, self._rng)
         self._store_failures = 0
         self._failing_since: float | None = None  # monotonic start of unbroken store failure
+        self._failures_since_ok = 0
         self._last_store_error: StoreError | None = None
         self._recovered = False
         self._serving = True
@@ -157,11 +161,13 @@ class Consumer:
         if isinstance(exc, StoreLockedError):
             return
         self._last_store_error = exc
+        self._failures_since_ok += 1
         if self._failing_since is None:
             self._failing_since = self._clock.monotonic()
 
     def _store_ok(self) -> None:
         self._failing_since = None
+        self._failures_since_ok = 0
 
     async def _watch_store(self, stopping: asyncio.Event) -> None:
         """Each poll: is the store still the file we opened, and has it failed too long?
@@ -178,7 +184,11 @@ class Consumer:
             except StoreError as exc:
                 self._store_failed(exc)
             since = self._failing_since
-            if since is not None and self._clock.monotonic() - since >= STORE_GIVE_UP:
+            if (
+                since is not None
+                and self._failures_since_ok >= STORE_GIVE_UP_FAILURES
+                and self._clock.monotonic() - since >= STORE_GIVE_UP
+            ):
                 raise StoreUnusableError(
                     f"the queue store kept failing for {STORE_GIVE_UP:.0f} s; giving up"
                     f" (last error: {self._last_store_error})"

@@ -7,6 +7,7 @@ a violation, and the checks still run on what the trace holds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -91,9 +92,10 @@ def run_scenario(scenario: Scenario, seed: int, *, keep_trace: bool = False) -> 
             error = f"busy loop: {exc}"
         except SimulationStalled as exc:
             error = f"stalled: {exc}"
-        except (Exception, SystemExit) as exc:  # a runtime bug surfacing from the run
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:  # a runtime bug
             # SystemExit too: a job's sys.exit() that escapes the job boundary ends the
             # loop (and, in production, the worker); it must be a violation, not our exit.
+            # So is a CancelledError escaping a run (a mutant's unowned cancellation).
             error = describe(exc)
         wall = time.perf_counter() - started
         reads = sorted(set(world.real_reads))

@@ -18,7 +18,7 @@ import pytest
 
 from reference.consumer import STORE_GIVE_UP
 from reference.counters import SEGMENT_SIZE, BufferCounters
-from reference.errors import StoreUnusableError
+from reference.errors import StoreError, StoreUnusableError
 from reference.options import JobOptions
 from reference.producer import Producer
 from reference.records import JobRow, JobStatus, LogEvent, NewJob
@@ -695,6 +695,37 @@ def test_a_store_failing_for_good_ends_the_worker_after_the_give_up_time(tmp_pat
     assert "kept failing for 30 s" in str(exc)
     assert "store is closed" in str(exc)
     assert STORE_GIVE_UP <= at <= STORE_GIVE_UP + 5.0 + 1e-6
+
+
+def test_one_transient_store_error_and_a_quiet_spell_are_not_a_broken_store(
+    tmp_path: Path,
+) -> None:
+    """Found by `sim soak` (swarm seeds 27, 72, ...): a busy worker makes no claims, so one
+    failed check followed by 30 s of nothing to do must not end it."""
+
+    async def main() -> tuple[bool, JobRow]:
+        async with Rig(tmp_path / "q.db", poll=5.0, concurrency=1) as rig:
+            await rig.start()
+            store = rig._stores[1]
+            real_verify = store.verify
+            calls = [0]
+
+            def flaky_verify() -> None:
+                calls[0] += 1
+                if calls[0] == 1:
+                    raise StoreError("injected: one transient failure")
+                real_verify()
+
+            store.verify = flaky_verify  # type: ignore[method-assign]
+            job_id = rig.enqueue(Sleepy, "busy", 90.0, options={"timeout": 120})
+            await asyncio.sleep(100.0)
+            alive = not rig.tasks[1].done()
+            await rig.stop()
+            return alive, rig.row(job_id)
+
+    alive, row = run_virtual(main)
+    assert alive
+    assert row.status is JobStatus.DONE
 
 
 def test_a_stored_row_too_deep_to_decode_fails_that_job_only(tmp_path: Path) -> None:
