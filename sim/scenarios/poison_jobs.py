@@ -237,6 +237,7 @@ def checks(world: World) -> list[Check]:
             f"{bad_exits[:5]}",
         ),
         runs_end_in_time(trace, DEFAULT_TIMEOUT + CANCEL_GRACE + 0.01),
+        *invariants.queue_history(world),
         invariants.per_host_concurrency(trace, CONCURRENCY),
         invariants.bounded_steps(world, 1000),
     ]
