@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import depth_bench, services, wal_bench
+from bench import depth_bench, services, wal_bench, wal_mimic
 from bench.__main__ import METRICS, Run, key_of, main, table, verdicts
 from bench.harness import quantile
 from reference.sqlite_store import SqliteStore
@@ -106,7 +106,7 @@ def test_an_absent_postgresql_is_a_printed_reason_not_a_crash(
 def test_a_real_run_over_the_limit_and_the_project_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     argv = ["--n", "200", "--reps", "1", "--quick", "--no-sched", "--systems", "limit,project"]
-    argv += ["--depth-pending", "3000", "--depth-done", "3000", "--wal-n", "300"]
+    argv += ["--workloads", "W1,W2,W3"]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *argv, "--json", str(out)],
         cwd=ROOT,
@@ -127,6 +127,24 @@ def test_a_real_run_over_the_limit_and_the_project_writes_every_figure(tmp_path:
         assert row["limit"]["ratio"] == 1.0
     assert "project 2x2" in done.stdout
     assert "Durability and settings:" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_depth_and_wal_workloads_run_once_and_write_their_figures(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    argv = ["--workloads", "depth,wal", "--systems", "limit,project", "--quick", "--no-sched"]
+    argv += ["--depth-pending", "3000", "--depth-done", "3000", "--wal-n", "300"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["reps"] == []  # no W1-W3 asked for: no repetitions
     for cycle in results["depth"]["cycles"].values():
         assert cycle["shallow_us"] > 0
         assert cycle["deep_us"] > 0
@@ -211,3 +229,23 @@ def test_the_wal_figure_is_sampled_while_two_consumers_drain() -> None:
     assert lines[0].startswith("WAL: largest -wal file while two consumers drain 300 jobs")
     (project,) = [line for line in lines if "project 2x2" in line]
     assert project.split()[0] in ("met", "MISSED")  # the verdict against the 64 MiB target
+
+
+@pytest.mark.slow
+def test_the_wal_mimic_drains_with_a_bounding_checkpoint_and_reports_it() -> None:
+    opts: dict[str, object] = {
+        "claim": 2,
+        "wait": "backoff",
+        "mode": "fence",
+        "every": 0.0,
+        "over": 0.01,  # MiB: a fence after nearly every commit
+        "retry": 0,
+        "no_autocheckpoint": True,
+        "by_all": True,
+        "size_limit": 64 * 1024,
+    }
+    result = wal_mimic.run(500, opts)
+    assert result["n"] == 500
+    assert isinstance(result["max_wal_mib"], float)
+    assert result["jobs_per_s"] > 0  # type: ignore[operator]
+    assert result["checkpoints"] > 0  # type: ignore[operator]
