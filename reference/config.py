@@ -17,6 +17,7 @@ from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL
 from reference.errors import ConfigError
 from reference.metrics import MAX_WORKERS, default_metrics_path
 from reference.supervisor import DEFAULT_STOP_GRACE
+from reference.waker import wake_addresses
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -41,6 +42,11 @@ class QueueSettings:
     socket_dir: str
     total_workers: int
     mmap: bool = True
+    isolated: frozenset[int] = frozenset()  # ISOLATION_FORKS: never listen, never woken
+
+    def wake_addresses(self) -> dict[int, str]:
+        """Index -> wake-up address of every queue-consuming worker."""
+        return wake_addresses(self.socket_dir, self.total_workers, self.isolated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +142,14 @@ def resolve_queue(
         else _positive_int("workers", str(raw_workers), maximum=MAX_WORKERS)
     )
     mmap_raw = environ.get("QUEUE_MMAP", "1").strip().lower()
-    return QueueSettings(db_path, sock, total, mmap=mmap_raw not in ("0", "off", "false", "no"))
+    isolated = _index_list("ISOLATION_FORKS", environ.get("ISOLATION_FORKS", ""))
+    return QueueSettings(
+        db_path,
+        sock,
+        total,
+        mmap=mmap_raw not in ("0", "off", "false", "no"),
+        isolated=isolated,
+    )
 
 
 def resolve_worker(
@@ -172,7 +185,6 @@ def resolve_worker(
             f"must be between 1 and --workers ({queue.total_workers}), not {worker_index}",
             key="worker-index",
         )
-    isolated = _index_list("ISOLATION_FORKS", environ.get("ISOLATION_FORKS", ""))
     poll = environ.get("QUEUE_POLL_INTERVAL")
     lease = environ.get("QUEUE_LEASE")
     stop_grace = environ.get("WORKER_STOP_GRACE")
@@ -184,7 +196,7 @@ def resolve_worker(
         metrics_path=metrics_path,
         imports=tuple(imports),
         worker_index=worker_index,
-        isolated=isolated,
+        isolated=queue.isolated,
         poll_interval=POLL_INTERVAL
         if poll is None
         else _positive_float("QUEUE_POLL_INTERVAL", poll),

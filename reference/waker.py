@@ -50,7 +50,7 @@ from reference.records import LogEvent
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Collection, Mapping
 
     from reference.transport import Listener, SendResult, Transport
 
@@ -62,6 +62,15 @@ _MAX_HOPS = 255  # the hop budget travels in one byte
 def socket_address(socket_dir: str, index: int) -> str:
     """Return the wake-up socket path of worker `index` in `socket_dir`."""
     return posixpath.join(socket_dir, f"worker-{index}.sock")
+
+
+def wake_addresses(
+    socket_dir: str, workers: int, isolated: Collection[int] = ()
+) -> dict[int, str]:
+    """The wake-up address of every queue-consuming worker index (1..`workers`, less the
+    `isolated` ones, which never listen): the one map producers, workers and the simulator use.
+    """
+    return {i: socket_address(socket_dir, i) for i in range(1, workers + 1) if i not in isolated}
 
 
 def encode_hops(hops: int) -> bytes:

@@ -20,12 +20,7 @@ from reference.waker import socket_address
 if TYPE_CHECKING:
     from contextlib import ExitStack
 
-    from reference.config import QueueSettings, WorkerSettings
-
-
-def queue_addresses(queue: QueueSettings, indexes: list[int]) -> dict[int, str]:
-    """Wake-up address of each queue-consuming worker index."""
-    return {i: socket_address(queue.socket_dir, i) for i in indexes}
+    from reference.config import WorkerSettings
 
 
 def prepare_store(settings: WorkerSettings) -> None:
@@ -50,7 +45,7 @@ def check_sockets_free(settings: WorkerSettings) -> None:
     transport = UnixTransport()
     in_use: list[str] = []
     try:
-        for address in queue_addresses(settings.queue, settings.queue_workers()).values():
+        for address in settings.queue.wake_addresses().values():
             try:
                 transport.listen_now(address).close()
             except SocketInUseError:
@@ -70,7 +65,7 @@ def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) ->
     stack.callback(store.close)
     transport = UnixTransport()
     stack.callback(transport.close)
-    peers = queue_addresses(settings.queue, settings.queue_workers())
+    peers = settings.queue.wake_addresses()
     return QueueWiring(
         store=store,
         transport=transport,

@@ -22,7 +22,7 @@ from reference.job import install_enqueuer
 from reference.producer import Producer
 from reference.sqlite_store import SqliteStore
 from reference.unix_transport import UnixTransport, check_address
-from reference.waker import Waker, socket_address
+from reference.waker import Waker
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -111,9 +111,7 @@ def configure(
             f"queue database {settings.db_path!r} does not exist "
             "(start a worker first, or pass create=True)"
         )
-    addresses = {
-        i: socket_address(settings.socket_dir, i) for i in range(1, settings.total_workers + 1)
-    }
+    addresses = settings.wake_addresses()  # isolated workers never listen: not woken
     for address in addresses.values():
         check_address(address)  # a socket dir too long for AF_UNIX: one error, here
     store = SqliteStore(

@@ -28,8 +28,6 @@ from reference.metrics import MAX_WORKERS
 from reference.records import JobStatus
 from reference.registry import default_registry
 from reference.sqlite_store import SqliteStore
-from reference.unix_transport import check_address
-from reference.waker import socket_address
 from reference.worker import import_modules
 
 if TYPE_CHECKING:
@@ -177,8 +175,8 @@ def _push(args: argparse.Namespace, db: str, socket_dir: str, workers: int) -> i
             raise UsageError("--options must be a JSON object")
         options = raw
     run_at = None if args.at is None else _at(args.at)
-    for index in range(1, workers + 1):
-        check_address(socket_address(socket_dir, index))  # too long: one error, not N wakes
+    # A socket dir too long for AF_UNIX is one TransportError from configure(), before any
+    # job is stored.
     producer = configure(db, socket_dir, workers, create=False)
     try:
         job_id = producer.enqueue(

@@ -86,3 +86,18 @@ def test_a_socket_dir_too_long_for_af_unix_is_refused_up_front(tmp_path: Path) -
     with pytest.raises(TransportError, match="107"):
         reference.queue.configure(db, long_dir, 1, environ={})
     assert reference.queue.producer() is None
+
+
+def test_the_producer_never_wakes_a_worker_isolation_forks_keeps_off_the_queue(
+    tmp_path: Path,
+) -> None:
+    """The producer's address map ignored ISOLATION_FORKS: a wake-up picked an isolated
+    worker (which never listens) and fell back, one syscall wasted per enqueue."""
+    db = tmp_path / "q.db"
+    SqliteStore.create_schema(db)
+    locked = reference.queue.configure(
+        db, str(tmp_path / "s"), 3, environ={"ISOLATION_FORKS": "1,3"}
+    )
+    waker = locked.producer._waker
+    assert waker is not None
+    assert list(waker.indices) == [2]
