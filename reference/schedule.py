@@ -27,6 +27,7 @@ beside the validation it serves; it is the first thing to move into a module of 
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 import os
 import reprlib
@@ -586,6 +587,11 @@ def _parse_entry(raw_name: object, body: object, ctx: _Context) -> ScheduleEntry
             "worker",
             f"must be an int in 1..{ctx.total_workers} (the worker count), got {_show(pin)}",
         )
+    # Last, so a mistake in another key is named first. A perform that needs arguments
+    # would fail at every tick instead (the SPEC: checked against perform at validation).
+    unrunnable = _needs_arguments(job_class)
+    if unrunnable is not None:
+        raise fail("class", f"{_show(body['class'])}: {unrunnable}")
     return ScheduleEntry(
         name=name,
         job_class=job_class,
@@ -625,6 +631,19 @@ def _job_class(dotted: object, ctx: _Context, fail: _Fail) -> type[Job]:
         raise fail("class", f"{shown} is not a reference.Job subclass")
     ctx.classes[dotted] = cls
     return cls
+
+
+def _needs_arguments(cls: type[Job]) -> str | None:
+    """Why `cls().perform()` with no arguments cannot be called, or None if it can."""
+    try:
+        signature = inspect.signature(cls.perform)
+    except (TypeError, ValueError):  # a C function or odd callable: cannot tell, let it run
+        return None
+    try:
+        signature.bind(None)  # `self`; a schedule entry passes no arguments
+    except TypeError as exc:
+        return f"its perform() cannot be called with no arguments ({_text(exc)})"
+    return None
 
 
 def _cron(expr: object, timezone: object, ctx: _Context, fail: _Fail) -> CronSchedule:

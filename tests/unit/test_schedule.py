@@ -380,3 +380,17 @@ def test_message_names_entry_key_and_source(tmp_path: Path) -> None:
     text = str(err)
     assert text.startswith("schedule entry 'a', key 'every': ")
     assert str(tmp_path / "schedule.yml") in text
+
+
+def test_a_perform_that_needs_arguments_is_a_config_error_not_a_failure_every_tick() -> None:
+    """Entries pass no arguments; such a class used to fail with TypeError at every fire."""
+    with pytest.raises(ConfigError) as info:
+        parse_schedule(
+            {"tick": {"class": "tests.integration.jobs_for_tests.Record", "every": 5}},
+            total_workers=1,
+            source="s.yml",
+        )
+    assert info.value.entry == "tick"
+    assert info.value.key == "class"
+    assert "cannot be called with no arguments" in str(info.value)
+    assert "ledger" in str(info.value)
