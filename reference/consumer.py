@@ -110,10 +110,22 @@ class Consumer:
         self._drained = asyncio.Event()  # set once serving ended and no job is running
         self._stopping = asyncio.Event()  # replaced by run()'s; unset until then
         self._tasks: asyncio.TaskGroup | None = None  # run()'s: where claimed jobs run
+        self._doorbell: Doorbell | None = None
+
+    async def open(self) -> None:
+        """Listen on this worker's wake-up address; `run` does it if not done yet.
+
+        Raises:
+            SocketInUseError: a live process listens there (the worker must not start).
+        """
+        if self._doorbell is None:
+            self._doorbell = await Doorbell.open(self._wiring.transport, self._wiring.address)
 
     async def run(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
         """Serve the queue until `stopping`; job runs are tasks owned by `tasks`."""
-        doorbell = await Doorbell.open(self._wiring.transport, self._wiring.address)
+        await self.open()
+        doorbell = self._doorbell
+        assert doorbell is not None
         self._stopping, self._tasks = stopping, tasks
         helpers: list[asyncio.Task[None]] = []
         try:

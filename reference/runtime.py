@@ -97,6 +97,20 @@ class Worker:
 
     async def run(self) -> None:
         """Run until `stop()`, then wait for every run in flight; every task is owned here."""
+        consumer = None
+        if self.queue is not None:
+            consumer = Consumer(
+                self.queue,
+                index=self.index,
+                clock=self.runtime.clock,
+                rng=self.runtime.rng,
+                registry=self.runtime.registry,
+                observer=self.runtime.observer,
+                slots=self.slots,
+                runner=self.runner,
+            )
+            # Before "started": a worker refused for a live socket must not look started.
+            await consumer.open()
         logger.info(
             "worker %d started: %d schedule entries, concurrency %d, queue %s",
             self.index,
@@ -109,17 +123,7 @@ class Worker:
         async with asyncio.TaskGroup() as tasks:
             if self.scheduler.states:
                 tasks.create_task(self.scheduler.run(self._stopping, tasks), name="scheduler")
-            if self.queue is not None:
-                consumer = Consumer(
-                    self.queue,
-                    index=self.index,
-                    clock=self.runtime.clock,
-                    rng=self.runtime.rng,
-                    registry=self.runtime.registry,
-                    observer=self.runtime.observer,
-                    slots=self.slots,
-                    runner=self.runner,
-                )
+            if consumer is not None:
                 tasks.create_task(consumer.run(self._stopping, tasks), name="consumer")
             await self._stopping.wait()
         self.runner.close()

@@ -298,6 +298,7 @@ def test_socket_in_use_is_refused_with_one_line(ws: Workspace, mode: str) -> Non
         assert holder.poll() is None
         if mode == "supervisor":
             assert "started worker" not in proc.stderr
+        assert "worker 2 started" not in proc.stderr  # refused: it never looked started
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
