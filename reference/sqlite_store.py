@@ -48,6 +48,20 @@ caller, and the schema has no time defaults).
 # it got 0.66-1.06x over five repetitions. A long writer (a big enqueue_many) costs a
 # retry every 0.5 ms, a few µs each.
 
+# Bounding the WAL: each writer checkpoints it itself
+# ---------------------------------------------------
+# SQLite restarts the WAL from its beginning only when a write transaction starts with every
+# frame already copied back into the database. With the automatic checkpoint (a passive one
+# after each commit past 1,000 pages) that moment never came while two workers took turns:
+# the other worker's back-off had its next transaction open before the checkpoint ended, so
+# the file grew without bound (376 MiB draining 200,000 jobs, `make bench` --workloads wal).
+# So automatic checkpoints are off, and after each committed write the store looks at the
+# `-wal` file's size every WAL_CHECK_EVERY commits (one stat); past WAL_CHECKPOINT_BYTES it runs
+# `wal_checkpoint(TRUNCATE)`, which waits up to CHECKPOINT_WAIT_MS for the other writers and
+# otherwise copies what it can, passively; the next write tries again. Every writer is a
+# SqliteStore, producers included, so whoever writes keeps it bounded. A failed checkpoint
+# is housekeeping, never the write's failure: the write had already committed.
+
 from __future__ import annotations
 
 import json
@@ -78,6 +92,11 @@ MMAP_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 LOCK_WAIT_FIRST: Final = 20e-6  # seconds: the first back-off while another writer holds the lock
 LOCK_WAIT_MAX: Final = 0.5e-3
+# The WAL is checkpointed back and truncated by the writer that finds it past this size
+# (see "Bounding the WAL" above); the checkpoint may wait this long for the other writers.
+WAL_CHECKPOINT_BYTES: Final = 16 * 1024 * 1024
+CHECKPOINT_WAIT_MS: Final = 50
+WAL_CHECK_EVERY: Final = 32  # commits between two looks at the -wal file's size
 
 # AUTOINCREMENT: ids are handles users keep (`queue retry ID`), so an id freed by purge must
 # never name a different job later; plain INTEGER PRIMARY KEY would reuse the highest id.
@@ -289,6 +308,8 @@ class SqliteStore:
             _check_regular_file(self._path)
         # Which file this store opened: `verify` notices the path later naming another one.
         self._identity = _file_identity(self._path)
+        self._wal_path: str | None = None  # set by _setup for a writable WAL database
+        self._commits = 0
         self._fetch_sql = _FETCH.format(
             fault=" AND fault_point('fetch.statement')" if fault_hook else ""
         )
@@ -342,6 +363,8 @@ class SqliteStore:
             conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE if self._mmap else 0}").fetchall()
             return
         self._retry_locked(conn.execute, "PRAGMA journal_mode = WAL").fetchall()
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # _after_commit checkpoints instead
+        self._wal_path = None if self._path == ":memory:" else self._path + "-wal"
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE if self._mmap else 0}").fetchall()
         if self._fault_hook is not None:
@@ -434,6 +457,7 @@ class SqliteStore:
             if hook is not None:
                 hook(site + ".before_commit")
             conn.execute("COMMIT")
+            self._after_commit()
             return result
         except BaseException as exc:
             try:
@@ -460,9 +484,37 @@ class SqliteStore:
         try:
             if self._fault_hook is not None:
                 self._fault_hook(site)
-            return self._retry_locked(self._conn.execute, sql, params).rowcount
+            changed = self._retry_locked(self._conn.execute, sql, params).rowcount
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+        self._after_commit()
+        return changed
+
+    def _after_commit(self) -> None:
+        """Checkpoint and truncate the WAL once it is past WAL_CHECKPOINT_BYTES."""
+        wal = self._wal_path
+        self._commits += 1
+        if wal is None or self._commits % WAL_CHECK_EVERY:
+            return
+        try:
+            if os.stat(wal).st_size <= WAL_CHECKPOINT_BYTES:
+                return
+        except OSError:
+            return
+        conn = self._conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
+        except sqlite3.Error as exc:
+            logger.debug(
+                "WAL checkpoint on %s did not finish: %s (the next write tries again)",
+                self._path,
+                exc,
+                extra={"event": LogEvent.STORE_ERROR},
+            )
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
@@ -485,6 +537,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         assert rowid is not None  # an INSERT that succeeded always has one
+        self._after_commit()
         return rowid
 
     @staticmethod
