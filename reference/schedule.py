@@ -52,6 +52,7 @@ from yaml.scanner import Scanner
 from reference.clock import SystemClock
 from reference.errors import ConfigError
 from reference.job import Job
+from reference.options import DEFAULT_TIMEOUT  # one default for entries and queue jobs
 from reference.registry import load_job_class
 from reference.sharding import worker_for
 from reference.triggers import CronSchedule, NoNextFireError
@@ -65,7 +66,6 @@ try:
 except ImportError:  # PyYAML built without libyaml
     _C_PARSER = None
 
-DEFAULT_TIMEOUT = 30.0
 KNOWN_KEYS = ("class", "every", "cron", "timezone", "timeout", "worker")
 _KNOWN = frozenset(KNOWN_KEYS)
 

@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from reference.consumer import QueueWiring
+from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL, QueueWiring
 from reference.counters import SEGMENT_SIZE, BufferCounters
 from reference.producer import Producer
 from reference.registry import default_registry
@@ -41,8 +41,8 @@ class QueueSpec:
 
     open_store: Callable[[int], Store]
     peers: tuple[int, ...]
-    poll_interval: float = 5.0
-    lease: float = 60.0
+    poll_interval: float = POLL_INTERVAL  # the runtime's defaults, not restated
+    lease: float = DEFAULT_LEASE
     addresses: dict[int, str] = field(default_factory=dict)
 
     def address(self, index: int) -> str:
