@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from reference.counters import Outcome
 from reference.errors import StoreError, StoreLockedError, StoreUnusableError
 from reference.options import JobOptions
-from reference.records import LogEvent
+from reference.records import LogEvent, WorkerRow
 from reference.runner import describe_error
 from reference.waker import Doorbell, Waker
 
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 # SPEC: done jobs older than an hour are cleaned every five minutes.
 PURGE_EVERY = 300.0
 PURGE_OLDER_THAN = 3600.0
+# Rows of workers that stopped (or went silent) are kept this long for `queue workers`.
+WORKER_ROWS_KEPT = 86400.0
 # Writing a job's outcome is retried this many times (a locked database) before the job is
 # left to its lease: a lost completion means a duplicate run, so it is worth a few tries.
 SETTLE_TRIES = 5
@@ -64,6 +66,11 @@ class QueueWiring:
     peers: dict[int, str] = field(default_factory=dict)  # queue worker index -> address
     poll_interval: float = POLL_INTERVAL
     lease: float = DEFAULT_LEASE
+    # Who this worker process is in the `workers` table: unique per process (the
+    # composition root makes it from host, pid and a random token; "" -> "worker-<index>").
+    owner: str = ""
+    host: str = ""
+    pid: int = 0
 
 
 class Consumer:
@@ -111,6 +118,8 @@ class Consumer:
         self._stopping = asyncio.Event()  # replaced by run()'s; unset until then
         self._tasks: asyncio.TaskGroup | None = None  # run()'s: where claimed jobs run
         self._doorbell: Doorbell | None = None
+        self.owner = wiring.owner or f"worker-{index}"
+        self._registered = False
 
     async def open(self) -> None:
         """Listen on this worker's wake-up address; `run` does it if not done yet.
@@ -214,6 +223,19 @@ class Consumer:
         """
         now = self._clock.realtime()
         try:
+            if not self._registered:
+                self._store.register_worker(
+                    WorkerRow(
+                        owner=self.owner,
+                        host=self._wiring.host,
+                        pid=self._wiring.pid,
+                        index=self._index,
+                        queues="*",
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+                self._registered = True
             own = self._store.requeue_running(self._index, now=now)
             expired = self._store.requeue_expired(now=now)
         except StoreError as exc:
@@ -551,20 +573,25 @@ class Consumer:
         self._wake.set()
 
     async def _renew_leases(self) -> None:
-        """Extend the leases of running jobs every lease/3, until the last job is done."""
+        """Every lease/3 until the last job is done: heartbeat, and extend running leases.
+
+        Then mark this worker stopped in the `workers` table (a graceful end).
+        """
         every = self._wiring.lease / 3
         while True:
             try:
                 async with asyncio.timeout(every):
                     await self._drained.wait()
-                return
+                break
             except TimeoutError:
                 pass
-            if not self._running:
-                continue
-            until = self._clock.realtime() + self._wiring.lease
+            now = self._clock.realtime()
             try:
-                self._store.renew(self._index, sorted(self._running), lease_until=until)
+                if self._registered:
+                    self._store.heartbeat(self.owner, now=now)
+                if self._running:
+                    until = now + self._wiring.lease
+                    self._store.renew(self._index, sorted(self._running), lease_until=until)
             except StoreError as exc:
                 self._store_failed(exc)
                 logger.warning(
@@ -573,6 +600,19 @@ class Consumer:
                     every,
                     extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
                 )
+        self._mark_stopped()
+
+    def _mark_stopped(self) -> None:
+        if not self._registered:
+            return
+        try:
+            self._store.stop_worker(self.owner, now=self._clock.realtime())
+        except StoreError as exc:  # its heartbeat goes stale instead
+            logger.warning(
+                "could not mark this worker stopped (%s)",
+                exc,
+                extra={"event": LogEvent.STORE_ERROR, "worker": self._index},
+            )
 
     async def _maintain(self, stopping: asyncio.Event) -> None:
         """Re-queue expired leases of any worker; purge old done jobs (SPEC cadence)."""
@@ -591,6 +631,7 @@ class Consumer:
                 if since_purge >= PURGE_EVERY:
                     since_purge = 0.0
                     purged = self._store.purge_done(older_than=now - PURGE_OLDER_THAN)
+                    self._store.purge_workers(older_than=now - WORKER_ROWS_KEPT)
                     if purged:
                         logger.info(
                             "purged %d done jobs",

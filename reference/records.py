@@ -84,6 +84,24 @@ class JobRow:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One worker process's row in the `workers` table: who it is and when it last beat.
+
+    `owner` is unique per process (host, pid and a random token); `index` is its place for
+    sockets and schedule placement, which two supervisors on one store may both use.
+    """
+
+    owner: str
+    host: str
+    pid: int
+    index: int
+    queues: str  # "*" for every queue
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     """Counts by status and the run_at of the oldest due pending job."""
 

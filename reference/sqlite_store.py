@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from reference.clock import block_for
 from reference.errors import StoreCorruptError, StoreError, StoreLockedError, StoreUnusableError
 from reference.options import DEFAULT_MAX_CRASHES  # for rows stored without the option
-from reference.records import JobRow, JobStatus, LogEvent, StoreStats
+from reference.records import JobRow, JobStatus, LogEvent, StoreStats, WorkerRow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -87,7 +87,8 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 # 1: wave 1's jobs table. 2: `crashes` (runs that ended with their worker's death).
-SCHEMA_VERSION: Final = 2
+# 3: the `workers` table (each worker process's owner id and heartbeat).
+SCHEMA_VERSION: Final = 3
 MMAP_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 LOCK_WAIT_FIRST: Final = 20e-6  # seconds: the first back-off while another writer holds the lock
@@ -119,6 +120,16 @@ _SCHEMA: Final = (
         crashes     INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_pending_due ON jobs (run_at, id) WHERE status = 'pending'",
+    """CREATE TABLE IF NOT EXISTS workers (
+        owner        TEXT    PRIMARY KEY,
+        host         TEXT    NOT NULL,
+        pid          INTEGER NOT NULL,
+        idx          INTEGER NOT NULL,
+        queues       TEXT    NOT NULL DEFAULT '*',
+        started_at   REAL    NOT NULL,
+        heartbeat_at REAL    NOT NULL,
+        stopped_at   REAL
+    )""",
     "CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE status = 'running'",
     "CREATE INDEX IF NOT EXISTS jobs_done_finished ON jobs (finished_at) WHERE status = 'done'",
 )
@@ -675,6 +686,56 @@ class SqliteStore:
                 " it open; restart the workers on the database the producers use"
             )
         self._read("SELECT 1 FROM jobs LIMIT 0")
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def register_worker(self, worker: WorkerRow) -> None:
+        """Record a worker process that starts serving (its owner id is new)."""
+        self._write(
+            "worker",
+            "INSERT OR REPLACE INTO workers (owner, host, pid, idx, queues, started_at,"
+            " heartbeat_at, stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            (
+                worker.owner,
+                worker.host,
+                worker.pid,
+                worker.index,
+                worker.queues,
+                worker.started_at,
+                worker.heartbeat_at,
+            ),
+        )
+
+    def heartbeat(self, owner: str, *, now: float) -> bool:
+        """Say `owner` is alive at `now`; False if it has no row or marked itself stopped."""
+        return (
+            self._write(
+                "worker",
+                "UPDATE workers SET heartbeat_at = ? WHERE owner = ? AND stopped_at IS NULL",
+                (now, owner),
+            )
+            == 1
+        )
+
+    def stop_worker(self, owner: str, *, now: float) -> None:
+        """Mark `owner` stopped (a graceful stop); its row stays for `list_workers`."""
+        self._write("worker", "UPDATE workers SET stopped_at = ? WHERE owner = ?", (now, owner))
+
+    def purge_workers(self, *, older_than: float) -> int:
+        """Delete the rows of workers that stopped, or last beat, before `older_than`."""
+        return self._write(
+            "purge",
+            "DELETE FROM workers WHERE coalesce(stopped_at, heartbeat_at) < ?",
+            (older_than,),
+        )
+
+    def list_workers(self) -> list[WorkerRow]:
+        """Every worker row, newest start first."""
+        rows = self._read(
+            "SELECT owner, host, pid, idx, queues, started_at, heartbeat_at, stopped_at"
+            " FROM workers ORDER BY started_at DESC, owner"
+        )
+        return [WorkerRow(*r) for r in rows]
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from reference.records import JobRow, JobStatus, NewJob, StoreStats
+    from reference.records import JobRow, JobStatus, NewJob, StoreStats, WorkerRow
 
 
 class Store(Protocol):
@@ -109,6 +109,26 @@ class Store(Protocol):
 
     def stats(self) -> StoreStats:
         """Counts by status and the oldest pending job's run_at."""
+        ...
+
+    def register_worker(self, worker: WorkerRow) -> None:
+        """Record a worker process that starts serving (its owner id is new)."""
+        ...
+
+    def heartbeat(self, owner: str, *, now: float) -> bool:
+        """Say `owner` is alive at `now`; False if it has no row or marked itself stopped."""
+        ...
+
+    def stop_worker(self, owner: str, *, now: float) -> None:
+        """Mark `owner` stopped (a graceful stop); its row stays for `list_workers`."""
+        ...
+
+    def purge_workers(self, *, older_than: float) -> int:
+        """Delete the rows of workers that stopped, or last beat, before `older_than`."""
+        ...
+
+    def list_workers(self) -> list[WorkerRow]:
+        """Every worker row, newest start first."""
         ...
 
     def verify(self) -> None:

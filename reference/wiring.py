@@ -73,4 +73,13 @@ def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) ->
         peers=peers,
         poll_interval=settings.poll_interval,
         lease=settings.lease,
+        owner=owner_id(),
+        host=os.uname().nodename,
+        pid=os.getpid(),
     )
+
+
+def owner_id() -> str:
+    """A worker process's unique owner id: host, pid and a random token (a reused pid, or
+    the same index under a second supervisor, still gets a new one)."""
+    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"

@@ -167,6 +167,9 @@ class Host:
                 peers={i: self.queue.address(i) for i in self.queue.peers},
                 poll_interval=self.queue.poll_interval,
                 lease=self.queue.lease,
+                owner=f"sim:{self.index}.{self.incarnation}",
+                host="sim",
+                pid=self.index * 1000 + self.incarnation,
             )
         self.worker = Worker(
             runtime,

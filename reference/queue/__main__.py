@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from reference.clock import SystemClock
 from reference.config import process_environ, resolve_queue
+from reference.consumer import DEFAULT_LEASE
 from reference.errors import (
     BackgroundError,
     ConfigError,
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--options", metavar="JSON", help="call-site options as a JSON object")
     sub.add_parser("stats", help="counts by status and the oldest pending job's age")
+    sub.add_parser("workers", help="worker processes: live, stopped, or gone silent")
     lst = sub.add_parser("list", help="list jobs, newest first")
     lst.add_argument("--status", choices=[s.value for s in JobStatus])
     lst.add_argument("--limit", type=_bounded_int(1, MAX_ID), default=50)
@@ -264,6 +266,29 @@ def _list(store: SqliteStore, status: str | None, limit: int) -> int:
     return 0
 
 
+def _workers(store: SqliteStore) -> int:
+    """One line per worker row: owner, host, pid, index, state and heartbeat age.
+
+    `gone` is a worker that neither beat within a lease (DEFAULT_LEASE) nor said it stopped:
+    killed, frozen or cut off.
+    """
+    now = SystemClock().realtime()
+    print(f"{'index':>5}  {'state':<7}  {'pid':>7}  {'started':<19}  {'beat':>8}  host  owner")
+    for w in store.list_workers():
+        if w.stopped_at is not None:
+            state = "stopped"
+        elif now - w.heartbeat_at > DEFAULT_LEASE:
+            state = "gone"
+        else:
+            state = "live"
+        beat = f"{now - w.heartbeat_at:.0f} s" if _is_number(w.heartbeat_at) else "?"
+        print(
+            f"{_text(w.index, 5):>5}  {state:<7}  {_text(w.pid, 7):>7}  "
+            f"{_when(w.started_at):<19}  {beat:>8}  {_text(w.host, 40)}  {_text(w.owner, 80)}"
+        )
+    return 0
+
+
 def _retry(store: SqliteStore, job_id: int) -> int:
     if not store.retry(job_id, now=SystemClock().realtime()):
         row = store.get(job_id)
@@ -294,8 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             environ=process_environ(),
         )
         import_modules(args.imports)
-        if settings.total_workers > MAX_WORKERS:  # BACKGROUND_FORKS is not bounded above
-            raise UsageError(f"workers must be in 1..{MAX_WORKERS}, not {settings.total_workers}")
         if args.command == "push":
             return _push(args, settings.db_path, settings.socket_dir, settings.total_workers)
         # stats and list only read: open with mode=ro so they never write to the file, and
@@ -309,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _stats(store)
             if args.command == "list":
                 return _list(store, args.status, args.limit)
+            if args.command == "workers":
+                return _workers(store)
             return _retry(store, args.id)
         finally:
             store.close()

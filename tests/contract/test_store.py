@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from reference.records import JobStatus, NewJob
+from reference.records import JobStatus, NewJob, WorkerRow
 from reference.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
@@ -404,3 +404,37 @@ def test_close_is_idempotent(make_store: Callable[[], Store]) -> None:
     store = make_store()
     store.close()
     store.close()
+
+
+def _worker(owner: str, *, index: int = 1, at: float = T0) -> WorkerRow:
+    return WorkerRow(owner, "host-a", 100 + index, index, "*", at, at)
+
+
+def test_workers_register_heartbeat_stop_and_list(store: Store) -> None:
+    store.register_worker(_worker("a:1:x", index=1))
+    store.register_worker(_worker("a:2:y", index=2, at=T0 + 1))
+    assert store.heartbeat("a:1:x", now=T0 + 20) is True
+    assert store.heartbeat("nobody", now=T0 + 20) is False
+    store.stop_worker("a:2:y", now=T0 + 30)
+    assert store.heartbeat("a:2:y", now=T0 + 40) is False  # a stopped owner stays stopped
+    assert store.list_workers() == [
+        WorkerRow("a:2:y", "host-a", 102, 2, "*", T0 + 1, T0 + 1, T0 + 30),
+        WorkerRow("a:1:x", "host-a", 101, 1, "*", T0, T0 + 20, None),
+    ]
+
+
+def test_one_index_may_have_many_owners(store: Store) -> None:
+    """Two supervisors on one store both run a worker 1: two owners, one index."""
+    store.register_worker(_worker("a:1:x"))
+    store.register_worker(_worker("b:1:z"))
+    assert sorted(w.owner for w in store.list_workers()) == ["a:1:x", "b:1:z"]
+
+
+def test_purge_workers_drops_rows_silent_or_stopped_before_the_cutoff(store: Store) -> None:
+    store.register_worker(_worker("old-stopped"))
+    store.stop_worker("old-stopped", now=T0 + 5)
+    store.register_worker(_worker("old-silent"))
+    store.register_worker(_worker("live"))
+    store.heartbeat("live", now=T0 + 100)
+    assert store.purge_workers(older_than=T0 + 50) == 2
+    assert [w.owner for w in store.list_workers()] == ["live"]

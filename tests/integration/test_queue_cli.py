@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -232,3 +233,22 @@ def test_environment_fallback_for_the_database(db: Workspace) -> None:
     result = db.queue_cli("push", RECORD, "[]", db=False, env={"QUEUE_DB_PATH": str(db.db)})
     assert result.returncode == 0, result.stderr
     assert db_rows(db.db, "SELECT id FROM jobs") == [(int(result.stdout),)]
+
+
+def test_workers_lists_each_process_live_then_stopped(ws: Workspace) -> None:
+    """Two supervisors' worker 1 would share an index; each process has its own owner row."""
+    proc = ws.worker("--workers", "1", "--worker-index", "1")
+    proc.wait_log("worker 1 started")
+
+    def rows() -> list[list[str]]:
+        out = ws.queue_cli("workers")
+        assert out.returncode == 0, out.stderr
+        return [line.split() for line in out.stdout.splitlines()[1:]]
+
+    (live,) = rows()
+    assert live[:3] == ["1", "live", str(proc.pid)]
+    assert live[-1].split(":")[1] == str(proc.pid)  # owner id: host:pid:token
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.stderr
+    (stopped,) = rows()
+    assert stopped[:3] == ["1", "stopped", str(proc.pid)]

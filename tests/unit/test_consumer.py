@@ -7,6 +7,7 @@ through a real `Producer`, and reads outcomes from the database and from the job
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -21,7 +22,7 @@ from reference.counters import SEGMENT_SIZE, BufferCounters
 from reference.errors import StoreError, StoreUnusableError
 from reference.options import JobOptions
 from reference.producer import Producer
-from reference.records import JobRow, JobStatus, LogEvent, NewJob
+from reference.records import JobRow, JobStatus, LogEvent, NewJob, WorkerRow
 from reference.registry import default_registry
 from reference.runtime import QueueWiring, Runtime, Worker
 from reference.schedule import ScheduleEntry
@@ -750,3 +751,29 @@ def test_a_stored_row_too_deep_to_decode_fails_that_job_only(tmp_path: Path) -> 
     assert bad.last_error is not None
     assert bad.last_error.startswith("RecursionError")
     assert ok.attempts == 1
+
+
+def test_a_worker_registers_heartbeats_and_marks_itself_stopped(tmp_path: Path) -> None:
+    """The `workers` table: a row at start, heartbeat_at moving every lease/3 while idle,
+    stopped_at set by a graceful stop; a crash (cancelled task) leaves it unstopped."""
+
+    async def main() -> tuple[list[WorkerRow], list[WorkerRow], list[WorkerRow]]:
+        async with Rig(tmp_path / "q.db", indexes=(1, 2), lease=30.0) as rig:
+            await rig.start()
+            first = rig.store.list_workers()
+            await asyncio.sleep(25.0)
+            beaten = rig.store.list_workers()
+            await rig.stop(1)
+            rig.tasks[2].cancel()  # a crash: no graceful end
+            with contextlib.suppress(asyncio.CancelledError):
+                await rig.tasks[2]
+            return first, beaten, rig.store.list_workers()
+
+    first, beaten, last = run_virtual(main)
+    assert sorted(w.index for w in first) == [1, 2]
+    assert len({w.owner for w in first}) == 2
+    assert all(w.heartbeat_at == w.started_at and w.stopped_at is None for w in first)
+    assert all(w.heartbeat_at >= w.started_at + 20.0 for w in beaten)  # two beats of 10 s
+    by_index = {w.index: w for w in last}
+    assert by_index[1].stopped_at is not None
+    assert by_index[2].stopped_at is None
