@@ -173,6 +173,12 @@ async def serve(
             from reference.wiring import open_queue_wiring
 
             queue = open_queue_wiring(settings, index, stack)
+        # The jobs this worker runs enqueue through a producer of its own (its own
+        # connection), with no configure() in the job's code.
+        from reference.queue import install, reset
+
+        install(settings.queue, create=True)
+        stack.callback(reset)
         worker = Worker(
             runtime,
             index=index,

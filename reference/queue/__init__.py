@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from reference.clock import SystemClock
@@ -28,10 +29,11 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from os import PathLike
 
+    from reference.config import QueueSettings
     from reference.job import Job
     from reference.producer import Call
 
-__all__ = ["LockedProducer", "configure", "enqueue_many", "producer", "reset"]
+__all__ = ["LockedProducer", "configure", "enqueue_many", "install", "producer", "reset"]
 
 
 class LockedProducer:
@@ -106,6 +108,21 @@ def configure(
         workers=total_workers,
         environ=process_environ() if environ is None else environ,
     )
+    if mmap is not None:
+        settings = replace(settings, mmap=mmap)
+    return install(settings, create=create)
+
+
+def install(settings: QueueSettings, *, create: bool = False) -> LockedProducer:
+    """Install the process's producer from resolved settings (`configure` and workers).
+
+    A worker process calls it at start, so the jobs it runs can enqueue jobs with no
+    `configure()` of their own.
+
+    Raises:
+        StoreError: the database does not exist (and `create` is False) or cannot be opened.
+        TransportError: a wake-up socket path is too long for AF_UNIX.
+    """
     if not create and settings.db_path != ":memory:" and not os.path.exists(settings.db_path):
         raise StoreError(
             f"queue database {settings.db_path!r} does not exist "
@@ -115,10 +132,7 @@ def configure(
     for address in addresses.values():
         check_address(address)  # a socket dir too long for AF_UNIX: one error, here
     store = SqliteStore(
-        settings.db_path,
-        mmap=settings.mmap if mmap is None else mmap,
-        check_same_thread=False,
-        create=create,
+        settings.db_path, mmap=settings.mmap, check_same_thread=False, create=create
     )
     transport = UnixTransport()
     producer = Producer(

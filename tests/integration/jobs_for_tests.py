@@ -88,3 +88,21 @@ class ScheduledSlow(Job):
         _stamp(ledger, "tick", "start")
         await asyncio.sleep(float(os.environ.get("H6_SECONDS", "1.5")))
         _stamp(ledger, "tick", "end")
+
+
+class FanOut(Job):
+    """Enqueues `n` `Record` children from inside its worker, with no configure() of its own."""
+
+    async def perform(self, ledger: str, n: int) -> None:
+        for i in range(n):
+            Record.perform_async(ledger, f"child{i}")
+        _stamp(ledger, "parent")
+
+
+class SyncFanOut(Job):
+    """The same from a blocking perform, in the worker's thread."""
+
+    def perform(self, ledger: str, n: int) -> None:
+        for i in range(n):
+            Record.perform_async(ledger, f"sync-child{i}")
+        _stamp(ledger, "sync-parent")

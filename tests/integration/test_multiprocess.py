@@ -353,3 +353,23 @@ def test_delayed_retried_and_isolated_work_across_processes(ws: Workspace) -> No
     assert "RuntimeError: failing on purpose: flaky" in row
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0, sup.stderr
+
+
+@pytest.mark.parametrize(("job", "prefix"), [("FanOut", "child"), ("SyncFanOut", "sync-child")])
+def test_a_job_enqueues_children_inside_its_worker_and_each_runs_once(
+    ws: Workspace, job: str, prefix: str
+) -> None:
+    """README promised it; it raised NotConfiguredError. Fan-out from async and sync jobs."""
+    sup = ws.worker("--workers", "2", name="sup")
+    sup.wait_log("worker 2 started")
+    pushed = ws.queue_cli("push", f"{JOBS}.{job}", f'["{ws.ledger}", 5]')
+    assert pushed.returncode == 0, pushed.stderr
+    wanted = {f"{prefix}{i}" for i in range(5)}
+    wait_until(
+        lambda: wanted <= {f[0] for f in ledger_lines(ws.ledger)}, what="the children to run"
+    )
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0, sup.stderr
+    tags = [f[0] for f in ledger_lines(ws.ledger)]
+    assert sorted(t for t in tags if t.startswith(prefix)) == sorted(wanted)  # once each
+    assert "NotConfiguredError" not in sup.stderr
