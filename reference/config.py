@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reference.allocator import DEFAULT_TRIM_THRESHOLD
-from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL
+from reference.consumer import DEFAULT_LEASE
 from reference.errors import ConfigError
 from reference.metrics import MAX_WORKERS, default_metrics_path
 from reference.supervisor import DEFAULT_STOP_GRACE
-from reference.waker import wake_addresses
+from reference.waker import POLL_INTERVAL, wake_addresses
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

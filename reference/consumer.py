@@ -19,7 +19,7 @@ from reference.errors import StoreError, StoreLockedError, StoreUnusableError
 from reference.options import JobOptions
 from reference.records import LogEvent, WorkerRow
 from reference.runner import describe_error
-from reference.waker import Doorbell, Waker
+from reference.waker import POLL_INTERVAL, Doorbell, Waker
 
 if TYPE_CHECKING:
     import random
@@ -43,7 +43,6 @@ WORKER_ROWS_KEPT = 86400.0
 # left to its lease: a lost completion means a duplicate run, so it is worth a few tries.
 SETTLE_TRIES = 5
 STORE_BACKOFF_MIN = 0.05
-POLL_INTERVAL = 5.0
 # A store failing (not merely locked) for this long is taken as broken for good: a read-only,
 # corrupt or vanished file. The worker exits with one line rather than warn forever while
 # its supervisor looks healthy; a deleted or replaced file ends it at the next check.
@@ -107,7 +106,13 @@ class Consumer:
         # run (not one of ours, which sets _wake itself) must wake it too.
         self._slot_wanted = asyncio.Event()
         self._running: dict[int, int] = {}  # job id -> claimed attempt
-        self._waker = Waker(wiring.transport, wiring.peers, self._rng)
+        self._waker = Waker(
+            wiring.transport,
+            wiring.peers,
+            self._rng,
+            clock=clock,
+            warn_every=wiring.poll_interval,
+        )
         self._store_failures = 0
         self._failing_since: float | None = None  # monotonic start of unbroken store failure
         self._failures_since_ok = 0

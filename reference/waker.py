@@ -52,11 +52,17 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Callable, Collection, Mapping
 
+    from reference.clock import Clock
     from reference.transport import Listener, SendResult, Transport
 
 logger = logging.getLogger(__name__)
 
 _MAX_HOPS = 255  # the hop budget travels in one byte
+
+
+# Workers poll the store this often whatever the wake-ups do: a lost wake-up delays a job by
+# at most this much (SPEC). Here because the waker's warnings are paced by it too.
+POLL_INTERVAL = 5.0
 
 
 def socket_address(socket_dir: str, index: int) -> str:
@@ -92,15 +98,39 @@ class WakeReport:
 
 
 class Waker:
-    """Wake one worker: a random start, then the ring while workers are unavailable."""
+    """Wake one worker: a random start, then the ring while workers are unavailable.
 
-    __slots__ = ("_addresses", "_ring", "_rng", "_transport")
+    With a `clock`, "no worker could be woken" is logged at most once per `warn_every`
+    seconds, counting the wake-ups it covers: with no worker listening, every enqueue
+    warned (5,000 lines for 5,000 enqueues, about 30% of enqueue throughput).
+    """
+
+    __slots__ = (
+        "_addresses",
+        "_clock",
+        "_ring",
+        "_rng",
+        "_transport",
+        "_unwoken",
+        "_warn_every",
+        "_warned_at",
+    )
 
     def __init__(
-        self, transport: Transport, addresses: Mapping[int, str], rng: random.Random
+        self,
+        transport: Transport,
+        addresses: Mapping[int, str],
+        rng: random.Random,
+        *,
+        clock: Clock | None = None,
+        warn_every: float = POLL_INTERVAL,
     ) -> None:
         self._transport = transport
         self._rng = rng
+        self._clock = clock
+        self._warn_every = warn_every
+        self._warned_at: float | None = None
+        self._unwoken = 0  # wake-ups that found no worker since the last warning
         self._ring: tuple[int, ...] = tuple(sorted(addresses))
         self._addresses: dict[int, str] = {i: addresses[i] for i in self._ring}
 
@@ -137,11 +167,17 @@ class Waker:
             attempts.append((index, result))
             if result.woke:
                 return WakeReport(tuple(attempts), index)
-        logger.warning(
-            "no worker could be woken (%s); jobs wait for the next poll",
-            ", ".join(f"{i}:{r}" for i, r in attempts),
-            extra={"event": LogEvent.WAKE_UNAVAILABLE, "attempts": len(attempts)},
-        )
+        self._unwoken += 1
+        now = None if self._clock is None else self._clock.monotonic()
+        if now is None or self._warned_at is None or now - self._warned_at >= self._warn_every:
+            logger.warning(
+                "no worker could be woken (%s; %d wake-up(s) since the last warning);"
+                " jobs wait for the next poll",
+                ", ".join(f"{i}:{r}" for i, r in attempts),
+                self._unwoken,
+                extra={"event": LogEvent.WAKE_UNAVAILABLE, "attempts": len(attempts)},
+            )
+            self._warned_at, self._unwoken = now, 0
         return WakeReport(tuple(attempts), None)
 
     def __repr__(self) -> str:

@@ -14,12 +14,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from reference.consumer import DEFAULT_LEASE, POLL_INTERVAL, QueueWiring
+from reference.consumer import DEFAULT_LEASE, QueueWiring
 from reference.counters import SEGMENT_SIZE, BufferCounters
 from reference.producer import Producer
 from reference.registry import default_registry
 from reference.runtime import Runtime, Worker
-from reference.waker import Waker, socket_address
+from reference.waker import POLL_INTERVAL, Waker, socket_address
 from sim.offload import InlineOffload
 from sim.trace import HostObserver
 
@@ -55,7 +55,7 @@ def producer_for(world: World, store: Store, queue: QueueSpec) -> Producer:
     return Producer(
         store,
         clock=world.clock,
-        waker=Waker(world.fabric, addresses, world.child_rng("producer")),
+        waker=Waker(world.fabric, addresses, world.child_rng("producer"), clock=world.clock),
         observer=HostObserver(world.trace, 0),
     )
 

@@ -135,8 +135,9 @@ def install(settings: QueueSettings, *, create: bool = False) -> LockedProducer:
         settings.db_path, mmap=settings.mmap, check_same_thread=False, create=create
     )
     transport = UnixTransport()
+    clock = SystemClock()
     producer = Producer(
-        store, clock=SystemClock(), waker=Waker(transport, addresses, random.Random())
+        store, clock=clock, waker=Waker(transport, addresses, random.Random(), clock=clock)
     )
     locked = LockedProducer(producer, transport)
     reset()

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
 
 from reference.records import LogEvent
 from reference.transport import SendResult
 from reference.waker import Doorbell, Waker, WakeReport, decode_hops, encode_hops, socket_address
+from sim.clock import SimClock
 from sim.fabric import Fabric
+from sim.loop import SimEventLoop
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -252,3 +257,26 @@ def test_reprs_are_informative() -> None:
     assert "worker-9.sock" in repr(bell)
     bell.close()
     assert "closed" in repr(bell)
+
+
+def test_no_worker_could_be_woken_is_warned_once_per_poll_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """5,000 enqueues with no worker listening printed 5,000 warnings; now one per poll
+    interval, saying how many wake-ups it covers."""
+    loop = SimEventLoop()
+    try:
+        clock = SimClock(loop, datetime(2026, 1, 1, tzinfo=UTC))
+        waker = Waker(Fabric(), addresses(3), random.Random(0), clock=clock, warn_every=5.0)
+        with caplog.at_level(logging.WARNING, logger="reference.waker"):
+            for _ in range(1000):
+                assert waker.wake_one().woken is None
+            loop.run_until_complete(asyncio.sleep(5.0))
+            for _ in range(10):
+                waker.wake_one()
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records if "could be woken" in r.getMessage()]
+    assert len(lines) == 2
+    assert "1 wake-up(s) since the last warning" in lines[0]
+    assert "1000 wake-up(s) since the last warning" in lines[1]  # 999 silent + this one
