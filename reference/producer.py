@@ -8,6 +8,7 @@ committed, so a woken worker always finds it; transport trouble never reaches th
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -114,6 +115,42 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def positional_arity(cls: type[Job]) -> tuple[int, float]:
+    """(fewest, most) positional arguments `cls().perform` takes; most is inf for *args.
+
+    Jobs get positional arguments only (they are stored as a JSON array), so a perform
+    with a required keyword-only parameter can take none: (inf, 0) never matches.
+    """
+    try:
+        params = list(inspect.signature(cls.perform).parameters.values())[1:]  # less self
+    except (TypeError, ValueError):  # not introspectable: accept anything, as before
+        return 0, math.inf
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(
+        p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+        for p in params
+    ):
+        return 1, 0
+    least = sum(1 for p in params if p.kind in positional and p.default is p.empty)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return least, math.inf
+    return least, sum(1 for p in params if p.kind in positional)
+
+
+def arity_error(cls: type[Job], given: int, least: int, most: float) -> str:
+    """The TypeError text for `given` arguments to a perform taking `least`..`most`."""
+    where = f"{cls.__qualname__}.perform()"
+    if most < least:
+        return f"{where} has a required keyword-only argument; jobs take positional ones only"
+    if least == most:
+        want = f"{least}"
+    elif most == math.inf:
+        want = f"at least {least}"
+    else:
+        want = f"{least} to {most:g}"
+    return f"{where} takes {want} argument(s), {given} given; nothing was stored"
+
+
 class Producer:
     """Enqueues jobs into a store and wakes a worker; what `Job.perform_*` call."""
 
@@ -131,8 +168,8 @@ class Producer:
         self._clock = clock
         self._waker = waker
         self._observer = observer
-        # Per class: (registered name, class options, their JSON), built once.
-        self._options_cache: dict[type[Job], tuple[str, JobOptions, str]] = {}
+        # Per class: (registered name, class options, their JSON, perform's arity), built once.
+        self._options_cache: dict[type[Job], tuple[str, JobOptions, str, tuple[int, float]]] = {}
 
     @property
     def store(self) -> Store:
@@ -149,14 +186,18 @@ class Producer:
         cached = self._options_cache.get(cls)
         if cached is None:
             base = JobOptions.parse(cls.options)
-            cached = self._options_cache[cls] = (job_name(cls), base, base.to_json())
-        name, base, base_json = cached
+            arity = positional_arity(cls)
+            cached = self._options_cache[cls] = (job_name(cls), base, base.to_json(), arity)
+        name, base, base_json, (least, most) = cached
+        args_json = encode_args(args)  # PayloadError first: it names the argument at fault
+        if not least <= len(args) <= most:
+            raise TypeError(arity_error(cls, len(args), least, most))
         if options:
             merged = base.merged(options)
             options_json = base_json if merged is base else merged.to_json()
         else:
             options_json = base_json
-        return NewJob(name, encode_args(args), options_json, run_at, now)
+        return NewJob(name, args_json, options_json, run_at, now)
 
     def enqueue(
         self,

@@ -106,3 +106,10 @@ class SyncFanOut(Job):
         for i in range(n):
             Record.perform_async(ledger, f"sync-child{i}")
         _stamp(ledger, "sync-parent")
+
+
+class Anything(Job):
+    """Takes any positional arguments and does nothing: the CLI tests' job."""
+
+    async def perform(self, *args: object) -> None:
+        return None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
-RECORD = f"{JOBS}.Record"
+ANY_JOB = f"{JOBS}.Anything"  # any arguments: these tests are about the CLI
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
@@ -57,13 +57,13 @@ def _count(ws: Workspace) -> int:
 def test_push_time_out_of_range_is_one_line_and_stores_nothing(
     db: Workspace, args: list[str], needle: str
 ) -> None:
-    line = _one_error_line(db.queue_cli("push", RECORD, "[]", *args))
+    line = _one_error_line(db.queue_cli("push", ANY_JOB, "[]", *args))
     assert needle in line
     assert _count(db) == 0
 
 
 def test_push_within_the_horizon_is_stored(db: Workspace) -> None:
-    result = db.queue_cli("push", RECORD, "[]", "--in", "3e9")  # 95 years
+    result = db.queue_cli("push", ANY_JOB, "[]", "--in", "3e9")  # 95 years
     assert result.returncode == 0, result.stderr
     assert _count(db) == 1
 
@@ -82,7 +82,7 @@ def test_push_within_the_horizon_is_stored(db: Workspace) -> None:
 def test_hostile_json_is_one_line_and_stores_nothing(
     db: Workspace, args: list[str], needle: str
 ) -> None:
-    line = _one_error_line(db.queue_cli("push", RECORD, *args))
+    line = _one_error_line(db.queue_cli("push", ANY_JOB, *args))
     assert needle in line
     assert _count(db) == 0
 
@@ -122,7 +122,7 @@ def test_workers_from_the_environment_are_bounded_too(db: Workspace) -> None:
 
 def test_socket_dir_too_long_is_one_line_before_anything_is_stored(db: Workspace) -> None:
     long_dir = str(db.root / ("d" * 120))
-    result = db.queue_cli("--socket-dir", long_dir, "push", RECORD, "[]")
+    result = db.queue_cli("--socket-dir", long_dir, "push", ANY_JOB, "[]")
     line = _one_error_line(result)
     assert "over the AF_UNIX limit of 107" in line
     assert "bytes" in line
@@ -147,12 +147,12 @@ def test_list_and_stats_survive_absurd_rows_written_by_other_code(db: Workspace)
     _insert_raw(
         db,
         [
-            (1e300, RECORD, None),
-            (-1e300, RECORD, None),
-            (float("inf"), RECORD, None),
-            ("soon", RECORD, None),  # REAL affinity keeps a non-numeric text as text
+            (1e300, ANY_JOB, None),
+            (-1e300, ANY_JOB, None),
+            (float("inf"), ANY_JOB, None),
+            ("soon", ANY_JOB, None),  # REAL affinity keeps a non-numeric text as text
             (1.0, "evil\x1b[2J\x1b]0;pwned\x07", "boom\x1b[31m\nsecond line"),
-            (2.0, RECORD, b"\xff\xfe binary error"),
+            (2.0, ANY_JOB, b"\xff\xfe binary error"),
         ],
     )
     listed = db.queue_cli("list")

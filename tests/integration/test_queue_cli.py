@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
-RECORD = f"{JOBS}.Record"
+ANY_JOB = f"{JOBS}.Anything"  # any arguments: these tests are about the CLI
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -53,11 +53,11 @@ def _row(ws: Workspace, job_id: int) -> dict[str, object]:
 
 
 def test_push_prints_the_id_and_stores_the_job(db: Workspace) -> None:
-    first = _push(db, RECORD, '["ledger", "a"]')
-    second = _push(db, RECORD)  # ARGS_JSON defaults to []
+    first = _push(db, ANY_JOB, '["ledger", "a"]')
+    second = _push(db, ANY_JOB)  # ARGS_JSON defaults to []
     assert second == first + 1
     row = _row(db, first)
-    assert row["class_name"] == RECORD
+    assert row["class_name"] == ANY_JOB
     assert json.loads(str(row["args"])) == ["ledger", "a"]
     assert row["status"] == "pending"
     assert row["attempts"] == 0
@@ -66,7 +66,7 @@ def test_push_prints_the_id_and_stores_the_job(db: Workspace) -> None:
 
 
 def test_push_options_are_stored(db: Workspace) -> None:
-    job_id = _push(db, RECORD, "[]", "--options", '{"retry": 3, "timeout": 5}')
+    job_id = _push(db, ANY_JOB, "[]", "--options", '{"retry": 3, "timeout": 5}')
     options = json.loads(str(_row(db, job_id)["options"]))
     assert options["retry"] == 3
     assert options["timeout"] == 5
@@ -74,7 +74,7 @@ def test_push_options_are_stored(db: Workspace) -> None:
 
 def test_push_in_sets_run_at(db: Workspace) -> None:
     before = time.time()
-    job_id = _push(db, RECORD, "[]", "--in", "300")
+    job_id = _push(db, ANY_JOB, "[]", "--in", "300")
     after = time.time()
     run_at = float(str(_row(db, job_id)["run_at"]))
     assert before + 300 <= run_at <= after + 300
@@ -89,14 +89,14 @@ def test_push_in_sets_run_at(db: Workspace) -> None:
     ],
 )
 def test_push_at_sets_run_at(db: Workspace, stamp: str) -> None:
-    job_id = _push(db, RECORD, "[]", "--at", stamp)
+    job_id = _push(db, ANY_JOB, "[]", "--at", stamp)
     expected = datetime.fromisoformat(stamp).timestamp()  # naive = local time (SPEC)
     assert float(str(_row(db, job_id)["run_at"])) == pytest.approx(expected)
 
 
 def test_push_at_in_the_past_is_due_now(db: Workspace) -> None:
     stamp = (datetime.now(UTC) - timedelta(days=1)).isoformat()
-    job_id = _push(db, RECORD, "[]", "--at", stamp)
+    job_id = _push(db, ANY_JOB, "[]", "--at", stamp)
     assert float(str(_row(db, job_id)["run_at"])) < time.time()
 
 
@@ -111,8 +111,8 @@ def test_stats_counts_by_status_and_oldest_pending(db: Workspace) -> None:
         "oldest pending: -",
     ]
     for _ in range(3):
-        _push(db, RECORD)
-    _push(db, RECORD, "[]", "--in", "3600")
+        _push(db, ANY_JOB)
+    _push(db, ANY_JOB, "[]", "--in", "3600")
     stats = db.queue_cli("stats")
     lines = stats.stdout.splitlines()
     assert lines[0] == "pending  4"
@@ -121,7 +121,7 @@ def test_stats_counts_by_status_and_oldest_pending(db: Workspace) -> None:
 
 
 def test_list_shows_jobs_newest_first_and_filters_by_status(db: Workspace) -> None:
-    ids = [_push(db, RECORD, f'["l", "{i}"]') for i in range(3)]
+    ids = [_push(db, ANY_JOB, f'["l", "{i}"]') for i in range(3)]
     conn_rows = db_rows(db.db, "SELECT count(*) FROM jobs")
     assert conn_rows == [(3,)]
     _mark_failed(db, ids[1], "RuntimeError: boom")
@@ -134,7 +134,7 @@ def test_list_shows_jobs_newest_first_and_filters_by_status(db: Workspace) -> No
     _, *failed_rows = failed.stdout.splitlines()
     assert len(failed_rows) == 1
     assert failed_rows[0].split()[:2] == [str(ids[1]), "failed"]
-    assert RECORD in failed_rows[0]
+    assert ANY_JOB in failed_rows[0]
     assert "RuntimeError: boom" in failed_rows[0]
 
 
@@ -153,7 +153,7 @@ def _mark_failed(ws: Workspace, job_id: int, error: str) -> None:
 
 
 def test_retry_requeues_a_failed_job(db: Workspace) -> None:
-    job_id = _push(db, RECORD)
+    job_id = _push(db, ANY_JOB)
     _mark_failed(db, job_id, "RuntimeError: boom")
     result = db.queue_cli("retry", str(job_id))
     assert result.returncode == 0, result.stderr
@@ -162,7 +162,7 @@ def test_retry_requeues_a_failed_job(db: Workspace) -> None:
 
 
 def test_retry_of_a_job_that_is_not_failed_is_exit_1(db: Workspace) -> None:
-    job_id = _push(db, RECORD)
+    job_id = _push(db, ANY_JOB)
     line = _one_error_line(db.queue_cli("retry", str(job_id)), 1)
     assert f"job {job_id} is pending, not failed" in line
     line = _one_error_line(db.queue_cli("retry", "9999"), 1)
@@ -174,17 +174,18 @@ def test_retry_of_a_job_that_is_not_failed_is_exit_1(db: Workspace) -> None:
     [
         pytest.param([f"{JOBS}.NoSuchJob"], "unknown job", id="unknown-job"),
         pytest.param(["os.system", '["true"]'], "unknown job", id="not-a-job"),
-        pytest.param([RECORD, "[1, 2"], "ARGS_JSON is not valid JSON", id="non-json"),
-        pytest.param([RECORD, "hello"], "ARGS_JSON is not valid JSON", id="bare-word"),
-        pytest.param([RECORD, '{"a": 1}'], "ARGS_JSON must be a JSON array", id="object"),
-        pytest.param([RECORD, "42"], "ARGS_JSON must be a JSON array", id="number"),
-        pytest.param([RECORD, "[NaN]"], "not JSON", id="nan-argument"),
-        pytest.param([RECORD, "[]", "--at", "tomorrow"], "ISO 8601", id="bad-at"),
-        pytest.param([RECORD, "[]", "--options", '{"bogus": 1}'], "bogus", id="unknown-option"),
-        pytest.param([RECORD, "[]", "--options", '{"retry": "x"}'], "retry", id="option-type"),
-        pytest.param([RECORD, "[]", "--options", "[1]"], "JSON object", id="options-array"),
-        pytest.param([RECORD, "[]", "--in", "nan"], "--in", id="in-nan"),
-        pytest.param([RECORD, "[]", "--in", "inf"], "--in", id="in-inf"),
+        pytest.param([f"{JOBS}.Record", "[]"], "takes 1 to 2 argument", id="wrong-arity"),
+        pytest.param([ANY_JOB, "[1, 2"], "ARGS_JSON is not valid JSON", id="non-json"),
+        pytest.param([ANY_JOB, "hello"], "ARGS_JSON is not valid JSON", id="bare-word"),
+        pytest.param([ANY_JOB, '{"a": 1}'], "ARGS_JSON must be a JSON array", id="object"),
+        pytest.param([ANY_JOB, "42"], "ARGS_JSON must be a JSON array", id="number"),
+        pytest.param([ANY_JOB, "[NaN]"], "not JSON", id="nan-argument"),
+        pytest.param([ANY_JOB, "[]", "--at", "tomorrow"], "ISO 8601", id="bad-at"),
+        pytest.param([ANY_JOB, "[]", "--options", '{"bogus": 1}'], "bogus", id="unknown-option"),
+        pytest.param([ANY_JOB, "[]", "--options", '{"retry": "x"}'], "retry", id="option-type"),
+        pytest.param([ANY_JOB, "[]", "--options", "[1]"], "JSON object", id="options-array"),
+        pytest.param([ANY_JOB, "[]", "--in", "nan"], "--in", id="in-nan"),
+        pytest.param([ANY_JOB, "[]", "--in", "inf"], "--in", id="in-inf"),
     ],
 )
 def test_bad_push_is_one_line_and_stores_nothing(
@@ -204,7 +205,7 @@ def test_unknown_job_hints_at_the_missing_import(ws: Workspace) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["push", RECORD, "[]"], ["stats"], ["list"], ["retry", "1"]],
+    [["push", ANY_JOB, "[]"], ["stats"], ["list"], ["retry", "1"]],
     ids=lambda c: c[0],
 )
 def test_missing_database_is_exit_1_and_not_created(ws: Workspace, command: list[str]) -> None:
@@ -217,7 +218,7 @@ def test_missing_database_is_exit_1_and_not_created(ws: Workspace, command: list
 
 @pytest.mark.parametrize(
     "command",
-    [["push", RECORD, "[]"], ["stats"], ["list"], ["retry", "1"]],
+    [["push", ANY_JOB, "[]"], ["stats"], ["list"], ["retry", "1"]],
     ids=lambda c: c[0],
 )
 def test_corrupt_database_is_exit_1_and_untouched(ws: Workspace, command: list[str]) -> None:
@@ -230,7 +231,7 @@ def test_corrupt_database_is_exit_1_and_untouched(ws: Workspace, command: list[s
 
 
 def test_environment_fallback_for_the_database(db: Workspace) -> None:
-    result = db.queue_cli("push", RECORD, "[]", db=False, env={"QUEUE_DB_PATH": str(db.db)})
+    result = db.queue_cli("push", ANY_JOB, "[]", db=False, env={"QUEUE_DB_PATH": str(db.db)})
     assert result.returncode == 0, result.stderr
     assert db_rows(db.db, "SELECT id FROM jobs") == [(int(result.stdout),)]
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reference.errors import InvalidOptionError, OptionTypeError, PayloadError
+from reference.job import Job
 from reference.producer import MAX_ARGS_BYTES, MAX_ARGS_DEPTH, MAX_INT_BITS, Producer, encode_args
 from reference.records import JobStatus
 from reference.sqlite_store import SqliteStore
@@ -303,3 +304,41 @@ def test_payload_size_and_int_limits() -> None:
         encode_args([10**5000])  # str() of it raises ValueError (4,300-digit limit)
     with pytest.raises(PayloadError, match="dict key <huge int> is not a str"):
         encode_args([{10**400: 1}])
+
+
+class _Arity(Job):
+    async def perform(self, a: int, b: int, c: int = 0) -> None: ...
+
+
+class _Star(Job):
+    def perform(self, a: int, *rest: int) -> None: ...
+
+
+class _KeywordOnly(Job):
+    async def perform(self, a: int, *, must: int) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("cls", "args", "message"),
+    [
+        (_Arity, (1,), r"takes 2 to 3 argument\(s\), 1 given"),
+        (_Arity, (1, 2, 3, 4), r"takes 2 to 3 argument\(s\), 4 given"),
+        (_Star, (), r"takes at least 1 argument\(s\), 0 given"),
+        (_KeywordOnly, (1,), "required keyword-only argument"),
+    ],
+)
+def test_wrong_arity_raises_type_error_and_stores_nothing(
+    world: World, cls: type[Job], args: tuple[object, ...], message: str
+) -> None:
+    """A 2-argument perform enqueued with 3 stored a job that failed later, every retry."""
+    world.listen_all()
+    with pytest.raises(TypeError, match=message):
+        world.producer.enqueue(cls, args, options=None)
+    assert world.store.stats().total == 0
+    assert world.fabric.sends == []
+
+
+def test_right_arity_is_accepted_including_defaults_and_star_args(world: World) -> None:
+    for cls, args in ((_Arity, (1, 2)), (_Arity, (1, 2, 3)), (_Star, (1, 2, 3, 4, 5))):
+        world.producer.enqueue(cls, args, options=None)
+    assert world.store.stats().total == 3
