@@ -19,6 +19,7 @@ from reference.counters import SEGMENT_SIZE, BufferCounters
 from reference.producer import Producer
 from reference.registry import default_registry
 from reference.runtime import Runtime, Worker
+from reference.sqlite_store import SqliteStore
 from reference.waker import POLL_INTERVAL, Waker, socket_address
 from sim.offload import InlineOffload
 from sim.trace import HostObserver
@@ -47,6 +48,16 @@ class QueueSpec:
 
     def address(self, index: int) -> str:
         return self.addresses.get(index) or socket_address(SOCKET_DIR, index)
+
+
+def sqlite_queue(world: World, path: str, workers: int) -> QueueSpec:
+    """Create the queue database at `path` (as the supervisor does, before any worker
+    starts) and a spec whose hosts 1..`workers` each open their own connection to it."""
+    SqliteStore.create_schema(path)
+    return QueueSpec(
+        open_store=lambda _host: SqliteStore(path, busy_timeout_ms=0),
+        peers=tuple(range(1, workers + 1)),
+    )
 
 
 def producer_for(world: World, store: Store, queue: QueueSpec) -> Producer:

@@ -27,7 +27,7 @@ from reference.records import LogEvent
 from reference.sqlite_store import SqliteStore
 from sim import invariants
 from sim.clock import SkewProgram
-from sim.host import Host, QueueSpec, poisson_load
+from sim.host import Host, poisson_load, sqlite_queue
 from sim.scenario import Check, Scenario
 from sim.world import World
 
@@ -62,11 +62,7 @@ def db_path(world: World) -> str:
 
 async def main(world: World) -> None:
     path = db_path(world)
-    SqliteStore.create_schema(path)
-    spec = QueueSpec(
-        open_store=lambda _host: SqliteStore(path, busy_timeout_ms=0),
-        peers=tuple(range(1, WORKERS + 1)),
-    )
+    spec = sqlite_queue(world, path, WORKERS)
     hosts = [Host(world, i, concurrency=1, queue=spec) for i in range(1, WORKERS + 1)]
 
     def job(rng: random.Random) -> tuple[type[Job], tuple[object, ...]]:

@@ -26,7 +26,7 @@ from reference.records import LogEvent
 from reference.runner import CANCEL_GRACE
 from reference.sqlite_store import SqliteStore
 from sim import invariants
-from sim.host import Host, QueueSpec, drain, producer_for
+from sim.host import Host, drain, producer_for, sqlite_queue
 from sim.scenario import Check, Scenario
 
 if TYPE_CHECKING:
@@ -114,11 +114,7 @@ async def main(world: World) -> None:
     KillsWorker.world = world
     _stopping[0] = False
     path = db_path(world)
-    SqliteStore.create_schema(path)
-    spec = QueueSpec(
-        open_store=lambda _host: SqliteStore(path, busy_timeout_ms=0),
-        peers=tuple(range(1, WORKERS + 1)),
-    )
+    spec = sqlite_queue(world, path, WORKERS)
     hosts = [Host(world, i, concurrency=CONCURRENCY, queue=spec) for i in range(1, WORKERS + 1)]
     for host in hosts:
         host.start()

@@ -20,7 +20,7 @@ from reference.records import LogEvent
 from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
 from sim import invariants
-from sim.host import Host, QueueSpec, poisson_load
+from sim.host import Host, poisson_load, sqlite_queue
 from sim.scenario import Check, Scenario
 
 if TYPE_CHECKING:
@@ -59,11 +59,7 @@ def entry_name(worker: int) -> str:
 
 async def main(world: World) -> None:
     path = db_path(world)
-    SqliteStore.create_schema(path)
-    spec = QueueSpec(
-        open_store=lambda _host: SqliteStore(path, busy_timeout_ms=0),
-        peers=tuple(range(1, WORKERS + 1)),
-    )
+    spec = sqlite_queue(world, path, WORKERS)
     hosts = [
         Host(
             world,

@@ -59,6 +59,18 @@ def wait_until(
         time.sleep(0.02)
 
 
+def one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The one `error: ...` line a CLI printed when it refused its input with `code`."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert len(lines[0]) < 600, lines[0]  # a huge value is never echoed back whole
+    return lines[0]
+
+
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without the CLIs' fallbacks, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in _ENV_KEYS}

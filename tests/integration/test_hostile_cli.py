@@ -13,27 +13,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.conftest import JOBS, db_rows
+from tests.integration.conftest import JOBS, db_rows, one_error_line
 
 if TYPE_CHECKING:
-    import subprocess
-
     from tests.integration.conftest import Workspace
 
 pytestmark = pytest.mark.slow
 
 ANY_JOB = f"{JOBS}.Anything"  # any arguments: these tests are about the CLI
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    assert len(lines[0]) < 600, lines[0]  # a huge value is never echoed back whole
-    return lines[0]
 
 
 def _count(ws: Workspace) -> int:
@@ -57,7 +44,7 @@ def _count(ws: Workspace) -> int:
 def test_push_time_out_of_range_is_one_line_and_stores_nothing(
     db: Workspace, args: list[str], needle: str
 ) -> None:
-    line = _one_error_line(db.queue_cli("push", ANY_JOB, "[]", *args))
+    line = one_error_line(db.queue_cli("push", ANY_JOB, "[]", *args))
     assert needle in line
     assert _count(db) == 0
 
@@ -82,7 +69,7 @@ def test_push_within_the_horizon_is_stored(db: Workspace) -> None:
 def test_hostile_json_is_one_line_and_stores_nothing(
     db: Workspace, args: list[str], needle: str
 ) -> None:
-    line = _one_error_line(db.queue_cli("push", ANY_JOB, *args))
+    line = one_error_line(db.queue_cli("push", ANY_JOB, *args))
     assert needle in line
     assert _count(db) == 0
 
@@ -106,24 +93,24 @@ def test_hostile_json_is_one_line_and_stores_nothing(
     ],
 )
 def test_bad_usage_is_one_line_exit_2(db: Workspace, args: list[str]) -> None:
-    line = _one_error_line(db.queue_cli(*args))
+    line = one_error_line(db.queue_cli(*args))
     assert "--help" in line
 
 
 def test_largest_id_is_accepted(db: Workspace) -> None:
-    line = _one_error_line(db.queue_cli("retry", str(2**63 - 1)), 1)
+    line = one_error_line(db.queue_cli("retry", str(2**63 - 1)), 1)
     assert "does not exist" in line
 
 
 def test_workers_from_the_environment_are_bounded_too(db: Workspace) -> None:
-    line = _one_error_line(db.queue_cli("stats", env={"BACKGROUND_FORKS": "100000000"}))
+    line = one_error_line(db.queue_cli("stats", env={"BACKGROUND_FORKS": "100000000"}))
     assert "key 'workers': must be at most 4096" in line  # config's bound, for every command
 
 
 def test_socket_dir_too_long_is_one_line_before_anything_is_stored(db: Workspace) -> None:
     long_dir = str(db.root / ("d" * 120))
     result = db.queue_cli("--socket-dir", long_dir, "push", ANY_JOB, "[]")
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert "over the AF_UNIX limit of 107" in line
     assert "bytes" in line
     assert _count(db) == 0

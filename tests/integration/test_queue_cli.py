@@ -16,26 +16,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reference.sqlite_store import SqliteStore
-from tests.integration.conftest import JOBS, db_rows
+from tests.integration.conftest import JOBS, db_rows, one_error_line
 
 if TYPE_CHECKING:
-    import subprocess
-
     from tests.integration.conftest import Workspace
 
 pytestmark = pytest.mark.slow
 
 ANY_JOB = f"{JOBS}.Anything"  # any arguments: these tests are about the CLI
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
 def _push(ws: Workspace, *args: str) -> int:
@@ -163,9 +151,9 @@ def test_retry_requeues_a_failed_job(db: Workspace) -> None:
 
 def test_retry_of_a_job_that_is_not_failed_is_exit_1(db: Workspace) -> None:
     job_id = _push(db, ANY_JOB)
-    line = _one_error_line(db.queue_cli("retry", str(job_id)), 1)
+    line = one_error_line(db.queue_cli("retry", str(job_id)), 1)
     assert f"job {job_id} is pending, not failed" in line
-    line = _one_error_line(db.queue_cli("retry", "9999"), 1)
+    line = one_error_line(db.queue_cli("retry", "9999"), 1)
     assert "9999 does not exist" in line
 
 
@@ -191,7 +179,7 @@ def test_retry_of_a_job_that_is_not_failed_is_exit_1(db: Workspace) -> None:
 def test_bad_push_is_one_line_and_stores_nothing(
     db: Workspace, args: list[str], needle: str
 ) -> None:
-    line = _one_error_line(db.queue_cli("push", *args), 2)
+    line = one_error_line(db.queue_cli("push", *args), 2)
     assert needle in line, line
     assert db_rows(db.db, "SELECT count(*) FROM jobs") == [(0,)]
 
@@ -199,7 +187,7 @@ def test_bad_push_is_one_line_and_stores_nothing(
 def test_unknown_job_hints_at_the_missing_import(ws: Workspace) -> None:
     SqliteStore.create_schema(ws.db)
     result = ws.queue_cli("push", "examples.jobs.SendEmail", '[1, "x"]')
-    line = _one_error_line(result, 2)
+    line = one_error_line(result, 2)
     assert "--import examples.jobs" in line
 
 
@@ -209,7 +197,7 @@ def test_unknown_job_hints_at_the_missing_import(ws: Workspace) -> None:
     ids=lambda c: c[0],
 )
 def test_missing_database_is_exit_1_and_not_created(ws: Workspace, command: list[str]) -> None:
-    line = _one_error_line(ws.queue_cli(*command), 1)
+    line = one_error_line(ws.queue_cli(*command), 1)
     assert "does not exist" in line
     assert str(ws.db) in line
     assert not ws.db.exists()
@@ -224,7 +212,7 @@ def test_missing_database_is_exit_1_and_not_created(ws: Workspace, command: list
 def test_corrupt_database_is_exit_1_and_untouched(ws: Workspace, command: list[str]) -> None:
     garbage = os.urandom(16384)
     ws.db.write_bytes(garbage)
-    line = _one_error_line(ws.queue_cli(*command), 1)
+    line = one_error_line(ws.queue_cli(*command), 1)
     assert "not a usable SQLite database" in line
     assert ws.db.read_bytes() == garbage
     assert sorted(os.listdir(ws.root)) == ["q.db"]  # no -wal/-shm left beside it
