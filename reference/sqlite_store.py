@@ -148,8 +148,9 @@ _FETCH: Final = (
     " WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ?"
     " ORDER BY run_at, id LIMIT ?){fault} RETURNING " + _COLUMNS
 )
+# A success clears the error an earlier attempt left: a done job has no last_error.
 _COMPLETE: Final = (
-    "UPDATE jobs SET status = 'done', finished_at = ?, lease_until = NULL"
+    "UPDATE jobs SET status = 'done', finished_at = ?, lease_until = NULL, last_error = NULL"
     " WHERE id = ? AND status = 'running' AND attempts = ?"
 )
 _FAIL_RETRY: Final = (

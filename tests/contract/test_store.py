@@ -438,3 +438,16 @@ def test_purge_workers_drops_rows_silent_or_stopped_before_the_cutoff(store: Sto
     store.heartbeat("live", now=T0 + 100)
     assert store.purge_workers(older_than=T0 + 50) == 2
     assert [w.owner for w in store.list_workers()] == ["live"]
+
+
+def test_a_success_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
+    """A done job showed the last_error of a failed attempt before it, as if it had failed."""
+    job_id = store.enqueue(job())
+    (first,) = store.fetch_due(1, now=T0, lease=LEASE)
+    store.fail(job_id, "RuntimeError: once", attempt=first.attempts, retry_at=T0 + 1, now=T0)
+    (second,) = store.fetch_due(1, now=T0 + 2, lease=LEASE)
+    assert second.last_error == "RuntimeError: once"  # visible while it runs again
+    assert store.complete(job_id, attempt=second.attempts, now=T0 + 3)
+    done = store.get(job_id)
+    assert done is not None
+    assert (done.status, done.last_error) == (JobStatus.DONE, None)

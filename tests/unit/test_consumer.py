@@ -319,7 +319,7 @@ def test_fails_twice_then_succeeds_with_retry_2(tmp_path: Path) -> None:
 
     row = run_virtual(main)
     assert row.attempts == 3
-    assert row.last_error == "RuntimeError: flaky run 2"  # kept from the last failed run
+    assert row.last_error is None  # the success cleared run 2's error (#14)
     t = starts("f")
     assert len(t) == 3
     assert t[1] - t[0] == pytest.approx(1.0, abs=1e-3)  # fixed backoff of 1 s, on time
