@@ -8,6 +8,7 @@ downward) and enqueueing before configuration raises `NotConfiguredError`.
 
 from __future__ import annotations
 
+import inspect
 import math
 from contextvars import ContextVar
 from datetime import datetime
@@ -18,6 +19,29 @@ from reference.registry import default_registry
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
+
+
+def perform_arity(cls: type[Job]) -> tuple[int, float, tuple[str, ...]]:
+    """(fewest, most, required names) of the positional arguments `cls().perform` takes.
+
+    `most` is inf with `*args`. Jobs get positional arguments only (stored as a JSON
+    array), so a required keyword-only parameter makes the job uncallable: (1, 0, names),
+    which no count satisfies. Used by the producer (every enqueue) and the schedule.
+    """
+    try:
+        params = list(inspect.signature(cls.perform).parameters.values())[1:]  # less self
+    except (TypeError, ValueError):  # not introspectable: accept anything
+        return 0, math.inf, ()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    keyword_only = tuple(
+        p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    )
+    if keyword_only:
+        return 1, 0, keyword_only
+    required = tuple(p.name for p in params if p.kind in positional and p.default is p.empty)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return len(required), math.inf, required
+    return len(required), sum(1 for p in params if p.kind in positional), required
 
 
 class Enqueuer(Protocol):

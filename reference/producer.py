@@ -8,13 +8,13 @@ committed, so a woken worker always finds it; transport trouble never reaches th
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
 from typing import TYPE_CHECKING
 
 from reference.errors import PayloadError
+from reference.job import perform_arity
 from reference.observe import NULL_OBSERVER
 from reference.options import JobOptions
 from reference.records import LogEvent, NewJob
@@ -115,28 +115,6 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def positional_arity(cls: type[Job]) -> tuple[int, float]:
-    """(fewest, most) positional arguments `cls().perform` takes; most is inf for *args.
-
-    Jobs get positional arguments only (they are stored as a JSON array), so a perform
-    with a required keyword-only parameter can take none: (inf, 0) never matches.
-    """
-    try:
-        params = list(inspect.signature(cls.perform).parameters.values())[1:]  # less self
-    except (TypeError, ValueError):  # not introspectable: accept anything, as before
-        return 0, math.inf
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(
-        p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
-        for p in params
-    ):
-        return 1, 0
-    least = sum(1 for p in params if p.kind in positional and p.default is p.empty)
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return least, math.inf
-    return least, sum(1 for p in params if p.kind in positional)
-
-
 def arity_error(cls: type[Job], given: int, least: int, most: float) -> str:
     """The TypeError text for `given` arguments to a perform taking `least`..`most`."""
     where = f"{cls.__qualname__}.perform()"
@@ -186,7 +164,8 @@ class Producer:
         cached = self._options_cache.get(cls)
         if cached is None:
             base = JobOptions.parse(cls.options)
-            arity = positional_arity(cls)
+            least, most, _ = perform_arity(cls)
+            arity = (least, most)
             cached = self._options_cache[cls] = (job_name(cls), base, base.to_json(), arity)
         name, base, base_json, (least, most) = cached
         args_json = encode_args(args)  # PayloadError first: it names the argument at fault

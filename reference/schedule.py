@@ -27,7 +27,6 @@ beside the validation it serves; it is the first thing to move into a module of 
 from __future__ import annotations
 
 import gc
-import inspect
 import math
 import os
 import reprlib
@@ -51,7 +50,7 @@ from yaml.scanner import Scanner
 
 from reference.clock import SystemClock
 from reference.errors import ConfigError
-from reference.job import Job
+from reference.job import Job, perform_arity
 from reference.options import DEFAULT_TIMEOUT  # one default for entries and queue jobs
 from reference.registry import load_job_class
 from reference.sharding import worker_for
@@ -635,15 +634,10 @@ def _job_class(dotted: object, ctx: _Context, fail: _Fail) -> type[Job]:
 
 def _needs_arguments(cls: type[Job]) -> str | None:
     """Why `cls().perform()` with no arguments cannot be called, or None if it can."""
-    try:
-        signature = inspect.signature(cls.perform)
-    except (TypeError, ValueError):  # a C function or odd callable: cannot tell, let it run
+    least, most, required = perform_arity(cls)
+    if least <= 0 <= most:
         return None
-    try:
-        signature.bind(None)  # `self`; a schedule entry passes no arguments
-    except TypeError as exc:
-        return f"its perform() cannot be called with no arguments ({_text(exc)})"
-    return None
+    return f"its perform() cannot be called with no arguments (it needs {', '.join(required)})"
 
 
 def _cron(expr: object, timezone: object, ctx: _Context, fail: _Fail) -> CronSchedule:
