@@ -177,7 +177,8 @@ async def serve(
         # connection), with no configure() in the job's code.
         from reference.queue import install, reset
 
-        install(settings.queue, create=True)
+        # Under a supervisor the database exists (it made it); never create an empty one.
+        install(settings.queue, create=supervisor_pid is None)
         stack.callback(reset)
         worker = Worker(
             runtime,
@@ -290,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             entries = load_schedule(settings.schedule_path, total_workers=settings.workers)
         if settings.worker_index is not None:
             if supervised:
-                _check_database_exists(settings, settings.worker_index)
+                _check_database_exists(settings)
             return run_worker_loop(
                 serve(
                     settings,
@@ -326,17 +327,17 @@ def _tie_to_supervisor(pid: int) -> bool:
     return True
 
 
-def _check_database_exists(settings: WorkerSettings, index: int) -> None:
+def _check_database_exists(settings: WorkerSettings) -> None:
     """Refuse to serve a queue database that vanished under a running supervisor.
 
     The supervisor created the file before starting any worker, so a missing one was
     deleted or moved; opening it would create an empty queue no producer writes to.
 
     Raises:
-        StoreError: worker `index` serves the queue and its database file does not exist.
+        StoreError: the database file does not exist.
     """
     db_path = settings.queue.db_path
-    if settings.serves_queue(index) and not os.path.exists(db_path):
+    if not os.path.exists(db_path):  # every worker's jobs enqueue into it, not only consumers
         raise StoreError(
             f"queue database {db_path!r} does not exist (deleted or moved while the "
             "supervisor ran?); not creating an empty one"
