@@ -10,9 +10,9 @@ build takes ~10 s and a run changes the file.
 
 A cycle is the runtime's own calls on a real `SqliteStore`, both as the worker uses them:
 
-- `fetch_due + complete`: claim one job (`BEGIN IMMEDIATE` + the claim), then complete it
+- `claim, then record`: claim one job (`BEGIN IMMEDIATE` + the claim), then complete it
   in autocommit: an idle worker's path, two transactions a job.
-- `complete_and_fetch`: complete the previous job and claim the next in one transaction:
+- `record with the next claim`: complete the previous job and claim the next in one transaction:
   a busy worker's hot path (`Consumer._flush`).
 
 The depth stays constant: after each timed block of cycles, untimed, the jobs it claimed
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reference import sqlite_store
+from reference.records import Settlement
 from reference.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ DEEP = 1_000_000
 DEEP_DONE = 1_000_000
 TARGET = 1.3  # the issue's target: deep / shallow
 LEASE = 60.0
+OWNER = "bench"  # the claiming worker's owner id
 T0 = 1_700_000_000.0  # done rows finished at T0 + i; pending jobs due at T0 + DEEP_DONE + i
 NOW = T0 + 1e9  # every job is due; a reset puts a job behind all the others, still due
 BLOCK = 200  # cycles per timed block (the shallow queue keeps >= 800 pending in a block)
@@ -60,7 +62,7 @@ _FILL_DONE = (
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
     " INSERT INTO jobs (class_name, args, options, status, created_at, run_at,"
     " locked_by, locked_at, finished_at, attempts)"
-    " SELECT 'bench.jobs.Noop', '[]', '{}', 'done', ? + i, ? + i, 1, ? + i, ? + i, 1 FROM n"
+    " SELECT 'bench.jobs.Noop', '[]', '{}', 'done', ? + i, ? + i, 'bench', ? + i, ? + i, 1 FROM n"
 )
 _FILL_PENDING = (
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
@@ -109,12 +111,12 @@ def cached(pending: int, done: int, cache: Path = CACHE) -> Path:
 
 
 def claim_plan(path: Path) -> list[str]:
-    """EXPLAIN QUERY PLAN of the store's claim statement (`_FETCH`), one line per step."""
+    """EXPLAIN QUERY PLAN of the store's claim statement (`_CLAIM`), one line per step."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         rows = conn.execute(
-            "EXPLAIN QUERY PLAN " + sqlite_store._FETCH.format(fault=""),
-            (1, NOW, NOW + LEASE, NOW, 1),
+            "EXPLAIN QUERY PLAN " + sqlite_store._CLAIM.format(fault=""),
+            ("bench", NOW, NOW + LEASE, NOW, 1),
         ).fetchall()
     finally:
         conn.close()
@@ -128,19 +130,21 @@ class Cycles:
         self._path = path
         self.store = SqliteStore(path)
         self._next_run_at = next_run_at
-        self._held: tuple[int, int] | None = None  # complete_and_fetch: the claim to complete
+        self._held: tuple[int, int] | None = None  # record_with_claim: the claim to complete
         self._touched: list[int] = []
 
-    def fetch_complete(self) -> None:
-        """An idle worker's cycle: fetch_due one job, then complete it (two transactions)."""
-        (row,) = self.store.fetch_due(1, now=NOW, lease=LEASE)
-        self.store.complete(row.id, attempt=row.attempts, now=NOW)
+    def claim_then_record(self) -> None:
+        """An idle worker's cycle: claim one job, then record its success (two transactions)."""
+        _, (row,) = self.store.claim(OWNER, now=NOW, lease=LEASE, limit=1)
+        self.store.claim(
+            OWNER, now=NOW, lease=LEASE, limit=0, settle=[Settlement(row.id, row.attempts)]
+        )
         self._touched.append(row.id)
 
-    def complete_and_fetch(self) -> None:
+    def record_with_claim(self) -> None:
         """A busy worker's cycle: complete the held job and claim the next, one transaction."""
-        claims = [] if self._held is None else [self._held]
-        _, (row,) = self.store.complete_and_fetch(claims, now=NOW, worker=1, lease=LEASE, limit=1)
+        settle = [] if self._held is None else [Settlement(*self._held)]
+        _, (row,) = self.store.claim(OWNER, now=NOW, lease=LEASE, limit=1, settle=settle)
         self._held = (row.id, row.attempts)
         self._touched.append(row.id)
 
@@ -148,7 +152,9 @@ class Cycles:
         """Untimed: every job claimed since the last reset is pending again, behind the rest."""
         if self._held is not None:
             job_id, attempt = self._held
-            self.store.complete(job_id, attempt=attempt, now=NOW)
+            self.store.claim(
+                OWNER, now=NOW, lease=LEASE, limit=0, settle=[Settlement(job_id, attempt)]
+            )
             self._held = None
         params = []
         for job_id in self._touched:
@@ -180,8 +186,8 @@ def measure(paths: dict[str, tuple[Path, int, int]], blocks: int) -> dict[str, o
         label: Cycles(path, T0 + done + pending) for label, (path, pending, done) in paths.items()
     }
     kinds: dict[str, Callable[[Cycles], None]] = {
-        "fetch_due + complete": Cycles.fetch_complete,
-        "complete_and_fetch": Cycles.complete_and_fetch,
+        "claim, then record": Cycles.claim_then_record,
+        "record with the next claim": Cycles.record_with_claim,
     }
     out: dict[str, object] = {}
     wall, cpu = time.perf_counter, time.process_time

@@ -173,17 +173,18 @@ def produce(argv: Sequence[str] | None = None) -> int:
 def consume(root: str, index: int) -> None:
     """Claim one job per transaction, run it, complete it; sleep on the socket when idle."""
     conn = connect(db_path(root))
-    fetch = sqlite_store._FETCH.format(fault="")
+    fetch = sqlite_store._CLAIM.format(fault="")
     complete = sqlite_store._COMPLETE
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = socket_path(root, index)
+    owner = f"limit-{index}"
     sock.bind(path)  # the socket file appearing is the orchestrator's "ready"
     sock.settimeout(POLL_INTERVAL)
     try:
         while True:
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
-            rows = conn.execute(fetch, (index, now, now + LEASE, now, 1)).fetchall()
+            rows = conn.execute(fetch, (owner, now, now + LEASE, now, 1)).fetchall()
             conn.execute("COMMIT")
             if not rows:
                 with contextlib.suppress(TimeoutError):
@@ -194,7 +195,7 @@ def consume(root: str, index: int) -> None:
                 started = time.time()
                 ledger, enqueued_at = json.loads(row[2])
                 stamp.write_stamp(ledger, enqueued_at, started)
-            conn.execute(complete, (time.time(), row[0], row[7]))
+            conn.execute(complete, (time.time(), row[0], row[7], owner))
     finally:
         sock.close()
         os.unlink(path)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from reference import sqlite_store
-from reference.records import NewJob
+from reference.records import NewJob, Settlement
 from reference.sqlite_store import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -82,15 +82,15 @@ def bare_fetch_complete(path: str, n: int) -> float:
     """Seconds to claim and complete `n` jobs one at a time on a bare connection."""
     _fill(path, n)
     conn = _bare_connection(path)
-    fetch = sqlite_store._FETCH.format(fault="")
+    fetch = sqlite_store._CLAIM.format(fault="")
     complete = sqlite_store._COMPLETE
     now = T0 + n
     start = time.perf_counter()
     for _ in range(n):
         conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(fetch, (1, now, now + LEASE, now, 1)).fetchall()
+        rows = conn.execute(fetch, ("bench", now, now + LEASE, now, 1)).fetchall()
         conn.execute("COMMIT")
-        conn.execute(complete, (now, rows[0][0], rows[0][7]))
+        conn.execute(complete, (now, rows[0][0], rows[0][7], "bench"))
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
@@ -103,8 +103,10 @@ def store_fetch_complete(path: str, n: int) -> float:
     now = T0 + n
     start = time.perf_counter()
     for _ in range(n):
-        (row,) = store.fetch_due(1, now=now, lease=LEASE)
-        store.complete(row.id, attempt=row.attempts, now=now)
+        _, (row,) = store.claim("bench", now=now, lease=LEASE, limit=1)
+        store.claim(
+            "bench", now=now, lease=LEASE, limit=0, settle=[Settlement(row.id, row.attempts)]
+        )
     elapsed = time.perf_counter() - start
     store.close()
     return elapsed

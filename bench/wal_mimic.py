@@ -65,6 +65,7 @@ def _begin(conn: sqlite3.Connection) -> None:
 
 def writer(db: str, index: int, opts: dict[str, object], out: multiprocessing.Queue[str]) -> None:
     """Drain the queue one complete+claim transaction at a time; report checkpoint costs."""
+    owner = f"mimic-{index}"
     size_limit = opts["size_limit"]
     conn = _connect(
         db,
@@ -72,7 +73,7 @@ def writer(db: str, index: int, opts: dict[str, object], out: multiprocessing.Qu
         size_limit if isinstance(size_limit, int) else None,
         not opts["no_autocheckpoint"],
     )
-    fetch = sqlite_store._FETCH.format(fault="")
+    fetch = sqlite_store._CLAIM.format(fault="")
     mode, every, over = opts["mode"], float(opts["every"]), float(opts["over"]) * MIB  # type: ignore[arg-type]
     held: list[tuple[int, int]] = []
     ckpt_ms: list[float] = []
@@ -84,8 +85,8 @@ def writer(db: str, index: int, opts: dict[str, object], out: multiprocessing.Qu
         now = time.time()
         _begin(conn)
         for job_id, attempt in held:
-            conn.execute(sqlite_store._COMPLETE, (now, job_id, attempt))
-        rows = conn.execute(fetch, (index, now, now + LEASE, now, opts["claim"])).fetchall()
+            conn.execute(sqlite_store._COMPLETE, (now, job_id, attempt, owner))
+        rows = conn.execute(fetch, (owner, now, now + LEASE, now, opts["claim"])).fetchall()
         conn.execute("COMMIT")
         held = [(r[0], r[7]) for r in rows]
         if not held:

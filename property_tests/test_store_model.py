@@ -1,8 +1,10 @@
 """Stateful model test: a real SqliteStore on a temp file against a plain in-memory queue model.
 
 Sync rules only (async rules are unsupported by hypothesis); time is an explicit `now` the
-machine advances. Invariants: nothing lost, nothing claimed twice while running, claims come
-in (run_at, id) order and only when due, and every row agrees with the model.
+machine advances. Three owners claim, record (fenced by owner and attempt), get judged dead
+(`recover`), re-register and stop. Invariants: nothing lost, nothing claimed twice while
+running, a live owner's job never recovered, claims in (run_at, id) order and only when
+due, and every row agrees with the model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from property_tests.profiles import scaled
 from reference.options import DEFAULT_MAX_CRASHES
-from reference.records import JobStatus, NewJob
+from reference.records import JobStatus, NewJob, Settlement, WorkerRow
 from reference.sqlite_store import SqliteStore
 
 T0 = 1_700_000_000.0
@@ -33,7 +35,7 @@ class ModelJob:
     run_at: float
     status: JobStatus = JobStatus.PENDING
     attempts: int = 0
-    locked_by: int | None = None
+    locked_by: str | None = None
     lease_until: float | None = None
     finished_at: float | None = None
     crashes: int = 0  # re-queues after its worker died; at DEFAULT_MAX_CRASHES it fails
@@ -50,6 +52,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.jobs: dict[int, ModelJob] = {}
         self.purged: set[int] = set()
         self.max_id = 0
+        self.live: set[str] = set()  # owners with a live row
+        for worker in (1, 2, 3):
+            self.register(worker)
 
     def teardown(self) -> None:
         self.store.close()
@@ -71,6 +76,12 @@ class StoreMachine(RuleBasedStateMachine):
         if not pool or data.draw(st.integers(0, 4)) == 4:
             pool = sorted(self.jobs)
         return data.draw(st.sampled_from(pool))
+
+    def _record(self, owner: str, job_id: int, attempt: int, **outcome: object) -> bool:
+        settle = Settlement(job_id, attempt, **outcome)  # type: ignore[arg-type]
+        (ok,), rows = self.store.claim(owner, now=self.now, lease=1, limit=0, settle=[settle])
+        assert rows == []
+        return ok
 
     def _requeue(self, job_ids: list[int]) -> None:
         """Each re-queue is a crash of the job's worker; the last allowed one fails it."""
@@ -104,32 +115,40 @@ class StoreMachine(RuleBasedStateMachine):
     def advance(self, dt: int) -> None:
         self.now += dt
 
+    @rule(worker=st.integers(1, 3))
+    def register(self, worker: int) -> None:
+        owner = f"w{worker}"
+        self.store.register_worker(WorkerRow(owner, "h", worker, worker, "*", self.now, self.now))
+        self.live.add(owner)
+
     @rule(worker=st.integers(1, 3), limit=st.integers(1, 3), lease=st.integers(1, 30))
     def fetch(self, worker: int, limit: int, lease: int) -> None:
+        owner = f"w{worker}"
         due = sorted(
             (j.run_at, i)
             for i, j in self.jobs.items()
             if j.status is JobStatus.PENDING and j.run_at <= self.now
         )
         expected = [i for _, i in due[:limit]]
-        rows = self.store.fetch_due(worker, now=self.now, lease=lease, limit=limit)
+        rows = self.store.claim(owner, now=self.now, lease=lease, limit=limit)[1]
         assert [r.id for r in rows] == expected, "claims follow (run_at, id) among due jobs"
         for r in rows:
             j = self.jobs[r.id]
             assert j.status is JobStatus.PENDING, "a running job was claimed again"
-            j.status, j.locked_by, j.lease_until = JobStatus.RUNNING, worker, self.now + lease
+            j.status, j.locked_by, j.lease_until = JobStatus.RUNNING, owner, self.now + lease
             j.attempts += 1
-            assert (r.status, r.locked_by, r.attempts) == (JobStatus.RUNNING, worker, j.attempts)
+            assert (r.status, r.locked_by, r.attempts) == (JobStatus.RUNNING, owner, j.attempts)
             assert (r.locked_at, r.lease_until) == (self.now, self.now + lease)
 
     @precondition(lambda self: bool(self._with(JobStatus.RUNNING)))
-    @rule(data=st.data(), stale=STALE)
-    def complete(self, data: st.DataObject, stale: bool) -> None:
+    @rule(data=st.data(), stale=STALE, other=STALE)
+    def complete(self, data: st.DataObject, stale: bool, other: bool) -> None:
         job_id = self._pick(data, JobStatus.RUNNING)
         j = self.jobs[job_id]
         attempt = j.attempts - 1 if stale else j.attempts
-        ok = self.store.complete(job_id, attempt=attempt, now=self.now)
-        assert ok == (j.status is JobStatus.RUNNING and not stale)
+        owner = "w-other" if other or j.locked_by is None else j.locked_by
+        ok = self._record(owner, job_id, attempt)
+        assert ok == (j.status is JobStatus.RUNNING and not stale and owner == j.locked_by)
         if ok:
             j.status, j.finished_at, j.lease_until = JobStatus.DONE, self.now, None
 
@@ -144,8 +163,9 @@ class StoreMachine(RuleBasedStateMachine):
         j = self.jobs[job_id]
         attempt = j.attempts - 1 if stale else j.attempts
         retry_at = None if retry_in is None else self.now + retry_in
-        ok = self.store.fail(job_id, "err", attempt=attempt, retry_at=retry_at, now=self.now)
-        assert ok == (j.status is JobStatus.RUNNING and not stale)
+        owner = j.locked_by or "w1"
+        ok = self._record(owner, job_id, attempt, error="err", retry_at=retry_at)
+        assert ok == (j.status is JobStatus.RUNNING and not stale and owner == j.locked_by)
         if not ok:
             return
         j.lease_until = None
@@ -154,21 +174,40 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             j.status, j.run_at, j.locked_by = JobStatus.PENDING, retry_at, None
 
-    @rule(worker=st.integers(1, 3))
-    def requeue_running(self, worker: int) -> None:
-        mine = [i for i in self._with(JobStatus.RUNNING) if self.jobs[i].locked_by == worker]
-        assert self.store.requeue_running(worker, now=self.now) == len(mine)
-        self._requeue(mine)
-
-    @rule()
-    def requeue_expired(self) -> None:
-        expired = [
+    def _ownerless_expired(self) -> list[int]:
+        return [
             i
             for i in self._with(JobStatus.RUNNING)
-            if (lease := self.jobs[i].lease_until) is not None and lease < self.now
+            if self.jobs[i].locked_by not in self.live
+            and (lease := self.jobs[i].lease_until) is not None
+            and lease < self.now
         ]
-        assert self.store.requeue_expired(now=self.now) == len(expired)
+
+    @rule(worker=st.integers(1, 3))
+    def recover_dead_owner(self, worker: int) -> None:
+        owner = f"w{worker}"
+        mine = [i for i in self._with(JobStatus.RUNNING) if self.jobs[i].locked_by == owner]
+        self.live.discard(owner)
+        expected = sorted({*mine, *self._ownerless_expired()})
+        assert self.store.recover([owner], now=self.now) == len(expected)
+        self._requeue(expected)
+
+    @rule()
+    def recover_nobody_dead(self) -> None:
+        """Only ownerless runs past their lease: a live owner's job is never touched."""
+        expired = self._ownerless_expired()
+        assert self.store.recover([], now=self.now) == len(expired)
         self._requeue(expired)
+
+    @rule(worker=st.integers(1, 3))
+    def graceful_stop(self, worker: int) -> None:
+        owner = f"w{worker}"
+        mine = [i for i in self._with(JobStatus.RUNNING) if self.jobs[i].locked_by == owner]
+        assert self.store.stop_worker(owner, now=self.now) == len(mine)
+        self.live.discard(owner)
+        for i in mine:  # released: pending again, no crash, attempts kept
+            j = self.jobs[i]
+            j.status, j.locked_by, j.lease_until = JobStatus.PENDING, None, None
 
     @rule(age=st.integers(0, 30))
     def purge(self, age: int) -> None:
@@ -178,7 +217,7 @@ class StoreMachine(RuleBasedStateMachine):
             for i in self._with(JobStatus.DONE)
             if (done_at := self.jobs[i].finished_at) is not None and done_at < cutoff
         ]
-        assert self.store.purge_done(older_than=cutoff) == len(old)
+        assert self.store.purge(done_before=cutoff, workers_before=0) == len(old)
         for i in old:
             del self.jobs[i]
             self.purged.add(i)

@@ -105,3 +105,17 @@ def _resolves_to(path: str, target: str, proc_dir: str) -> bool:
         except OSError:
             return False
     return os.path.realpath(path) == target
+
+
+def pid_exists(pid: int) -> bool:
+    """True if a process with `pid` exists in this pid namespace (it may be another one
+    that reused the pid: callers treat True as "cannot tell", never as "alive")."""
+    if pid <= 0:
+        return True  # not a real pid: claim nothing about it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

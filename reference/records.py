@@ -76,11 +76,25 @@ class JobRow:
     run_at: float
     created_at: float
     attempts: int
-    locked_by: int | None
+    locked_by: str | None  # the owner id of the worker process running it
     locked_at: float | None
     lease_until: float | None
     finished_at: float | None
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How one claimed run ended, recorded by `WorkerStore.claim(settle=...)`.
+
+    `error` None: the job is done. An error with `retry_at`: back to pending at `retry_at`.
+    An error without: the job ends `failed`.
+    """
+
+    job_id: int
+    attempt: int
+    error: str | None = None
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

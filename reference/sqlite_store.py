@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from reference.clock import block_for
 from reference.errors import StoreCorruptError, StoreError, StoreLockedError, StoreUnusableError
 from reference.options import DEFAULT_MAX_CRASHES  # for rows stored without the option
-from reference.records import JobRow, JobStatus, LogEvent, StoreStats, WorkerRow
+from reference.records import JobRow, JobStatus, LogEvent, Settlement, StoreStats, WorkerRow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -88,7 +88,10 @@ _T = TypeVar("_T")
 
 # 1: wave 1's jobs table. 2: `crashes` (runs that ended with their worker's death).
 # 3: the `workers` table (each worker process's owner id and heartbeat).
-SCHEMA_VERSION: Final = 3
+# 4: `jobs.locked_by` holds the owner id (text) instead of the worker index; recovery is by
+#    owner. A v3 file keeps its INTEGER-declared column (SQLite stores the text ids in it
+#    as text); its rows still running under an index fall back to their leases.
+SCHEMA_VERSION: Final = 4
 MMAP_SIZE: Final = 256 * 1024 * 1024
 DEFAULT_BUSY_TIMEOUT_MS: Final = 5000
 LOCK_WAIT_FIRST: Final = 20e-6  # seconds: the first back-off while another writer holds the lock
@@ -110,7 +113,7 @@ _SCHEMA: Final = (
                     CHECK (status IN ('pending', 'running', 'done', 'failed')),
         created_at  REAL    NOT NULL,
         run_at      REAL    NOT NULL,
-        locked_by   INTEGER,
+        locked_by   TEXT,
         locked_at   REAL,
         lease_until REAL,
         finished_at REAL,
@@ -142,31 +145,32 @@ _INSERT: Final = (
     "INSERT INTO jobs (class_name, args, options, status, created_at, run_at)"
     " VALUES (?, ?, ?, 'pending', ?, ?)"
 )
-_FETCH: Final = (
+_CLAIM: Final = (
     "UPDATE jobs SET status = 'running', locked_by = ?, locked_at = ?, lease_until = ?,"
     " attempts = attempts + 1"
     " WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= ?"
     " ORDER BY run_at, id LIMIT ?){fault} RETURNING " + _COLUMNS
 )
+# Outcomes are fenced by owner and attempt: only the run that holds the claim records it.
+_FENCE: Final = " WHERE id = ? AND status = 'running' AND attempts = ? AND locked_by = ?"
 # A success clears the error an earlier attempt left: a done job has no last_error.
 _COMPLETE: Final = (
     "UPDATE jobs SET status = 'done', finished_at = ?, lease_until = NULL, last_error = NULL"
-    " WHERE id = ? AND status = 'running' AND attempts = ?"
+    + _FENCE
 )
 _FAIL_RETRY: Final = (
     "UPDATE jobs SET status = 'pending', run_at = ?, last_error = ?,"
-    " locked_by = NULL, locked_at = NULL, lease_until = NULL"
-    " WHERE id = ? AND status = 'running' AND attempts = ?"
+    " locked_by = NULL, locked_at = NULL, lease_until = NULL" + _FENCE
 )
 _FAIL_FINAL: Final = (
     "UPDATE jobs SET status = 'failed', finished_at = ?, last_error = ?, lease_until = NULL"
-    " WHERE id = ? AND status = 'running' AND attempts = ?"
+    + _FENCE
 )
-# Re-queue runs whose worker died (its own leftovers at start, or an expired lease). Such a
-# run counts as a crash; a job whose runs took down `max_crashes` workers ends `failed` so the
-# queue behind it keeps draining (a poison job that os._exit()s or segfaults its worker
-# would otherwise be claimed first by every restart, forever). SET expressions all read the
-# row as it was before the update.
+# Re-queue runs whose owner died (judged dead by a peer, or ownerless with an expired
+# lease). Such a run counts as a crash; a job whose runs took down `max_crashes` workers
+# ends `failed` so the queue behind it keeps draining (a poison job that os._exit()s or
+# segfaults its worker would otherwise be claimed first by every restart, forever). SET
+# expressions all read the row as it was before the update.
 _CRASHED: Final = (
     f"crashes + 1 >= coalesce(json_extract(options, '$.max_crashes'), {DEFAULT_MAX_CRASHES})"
 )
@@ -178,6 +182,19 @@ _REQUEUE: Final = (
     " this job died during %d of its runs (max_crashes)', crashes + 1) ELSE last_error END,"
     " locked_by = NULL, locked_at = NULL, lease_until = NULL"
     " WHERE status = 'running' AND "
+)
+# Whose runs `recover` re-queues: the owners judged dead (a JSON array), and any run with an
+# expired (or no) lease whose owner has no live row (a v3 row locked by an index, a purged
+# owner).
+_DEAD_RUNS: Final = (
+    "(locked_by IN (SELECT value FROM json_each(?)) OR (coalesce(lease_until, 0) < ?"
+    " AND locked_by NOT IN (SELECT owner FROM workers WHERE stopped_at IS NULL)))"
+)
+# A graceful stop gives back what its owner still holds: no crash, attempts kept (they only
+# grow, which is what fences a late outcome of the released run).
+_RELEASE: Final = (
+    "UPDATE jobs SET status = 'pending', locked_by = NULL, locked_at = NULL, lease_until = NULL"
+    " WHERE status = 'running' AND locked_by = ?"
 )
 _STATS: Final = (
     "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running'),"
@@ -259,6 +276,17 @@ def _is_locked(exc: sqlite3.Error) -> bool:
     return primary in _LOCKED_CODES or "database is locked" in str(exc)
 
 
+def _settle_one(conn: sqlite3.Connection, owner: str, s: Settlement, now: float) -> bool:
+    """Record one run's outcome inside the caller's transaction; False if superseded."""
+    if s.error is None:
+        cur = conn.execute(_COMPLETE, (now, s.job_id, s.attempt, owner))
+    elif s.retry_at is not None:
+        cur = conn.execute(_FAIL_RETRY, (s.retry_at, s.error, s.job_id, s.attempt, owner))
+    else:
+        cur = conn.execute(_FAIL_FINAL, (now, s.error, s.job_id, s.attempt, owner))
+    return cur.rowcount == 1
+
+
 def _row(r: tuple[Any, ...]) -> JobRow:
     return JobRow(
         r[0], r[1], r[2], r[3], _STATUS[r[4]], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]
@@ -274,7 +302,7 @@ class SqliteStore:
         busy_timeout_ms: how long a write waits for another connection's lock.
         connect: connection factory (the simulator's seam); must return a new connection.
         fault_hook: called at named sites ("fetch.after_begin", "fetch.statement" inside the
-            fetch UPDATE, "fetch.before_commit", "enqueue", "complete", "fail"); whatever it
+            fetch UPDATE, "fetch.before_commit", "enqueue", "heartbeat", ...); whatever it
             raises aborts the operation. None in production, which then runs plain SQL.
         create: when False, refuse a missing or empty file instead of creating the schema.
         readonly: open with `mode=ro` and change nothing: no pragma that writes, no schema;
@@ -322,7 +350,7 @@ class SqliteStore:
         self._identity = _file_identity(self._path)
         self._wal_path: str | None = None  # set by _setup for a writable WAL database
         self._commits = 0
-        self._fetch_sql = _FETCH.format(
+        self._claim_sql = _CLAIM.format(
             fault=" AND fault_point('fetch.statement')" if fault_hook else ""
         )
         try:
@@ -570,9 +598,9 @@ class SqliteStore:
         return self._transaction(self._insert_all, "enqueue_many", jobs)
 
     def _claim(
-        self, conn: sqlite3.Connection, worker: int, now: float, lease: float, limit: int
+        self, conn: sqlite3.Connection, owner: str, now: float, lease: float, limit: int
     ) -> list[JobRow]:
-        cur = conn.execute(self._fetch_sql, (worker, now, now + lease, now, limit))
+        cur = conn.execute(self._claim_sql, (owner, now, now + lease, now, limit))
         try:
             rows = cur.fetchall()
         finally:
@@ -582,78 +610,88 @@ class SqliteStore:
             rows.sort(key=lambda r: (r[5], r[0]))
         return [_row(r) for r in rows]
 
-    def fetch_due(self, worker: int, *, now: float, lease: float, limit: int = 1) -> list[JobRow]:
-        """Claim up to `limit` oldest due pending jobs in one `BEGIN IMMEDIATE` transaction."""
-        return self._transaction(self._claim, "fetch", worker, now, lease, limit)
-
-    def renew(self, worker: int, job_ids: Sequence[int], *, lease_until: float) -> int:
-        """Extend the lease of `worker`'s running jobs; return how many were renewed."""
-        if not job_ids:
-            return 0
-        return self._write(
-            "renew",
-            "UPDATE jobs SET lease_until = ? WHERE status = 'running' AND locked_by = ?"
-            " AND id IN (SELECT value FROM json_each(?))",
-            (lease_until, worker, json.dumps(list(job_ids))),
-        )
-
-    def complete(self, job_id: int, *, attempt: int, now: float) -> bool:
-        """Mark claim `attempt` of a running job done; False if the claim was superseded."""
-        return self._write("complete", _COMPLETE, (now, job_id, attempt)) == 1
-
-    def complete_and_fetch(
+    def claim(
         self,
-        claims: Sequence[tuple[int, int]],
+        owner: str,
         *,
         now: float,
-        worker: int,
         lease: float,
         limit: int,
+        settle: Sequence[Settlement] = (),
     ) -> tuple[list[bool], list[JobRow]]:
-        """Complete each `(job_id, attempt)`, then claim up to `limit`, in one transaction."""
-        return self._transaction(
-            self._complete_then_claim, "complete_fetch", claims, now, worker, lease, limit
-        )
+        """Record `owner`'s finished runs, then claim up to `limit` due jobs, atomically."""
+        if not settle and not limit:
+            return [], []
+        return self._transaction(self._settle_then_claim, "fetch", owner, now, lease, limit, settle)
 
-    def _complete_then_claim(
+    def _settle_then_claim(
         self,
         conn: sqlite3.Connection,
-        claims: Sequence[tuple[int, int]],
+        owner: str,
         now: float,
-        worker: int,
         lease: float,
         limit: int,
+        settle: Sequence[Settlement],
     ) -> tuple[list[bool], list[JobRow]]:
-        done = [
-            conn.execute(_COMPLETE, (now, job_id, attempt)).rowcount == 1
-            for job_id, attempt in claims
-        ]
-        return done, (self._claim(conn, worker, now, lease, limit) if limit else [])
+        recorded = [_settle_one(conn, owner, s, now) for s in settle]
+        return recorded, (self._claim(conn, owner, now, lease, limit) if limit else [])
 
-    def fail(
-        self, job_id: int, error: str, *, attempt: int, retry_at: float | None, now: float
+    def heartbeat(
+        self, owner: str, *, now: float, renew: Sequence[int] = (), lease_until: float = 0.0
     ) -> bool:
-        """Record a failed run: back to pending at `retry_at`, or `failed` if it is None."""
-        if retry_at is not None:
-            return self._write("fail", _FAIL_RETRY, (retry_at, error, job_id, attempt)) == 1
-        return self._write("fail", _FAIL_FINAL, (now, error, job_id, attempt)) == 1
-
-    def requeue_running(self, worker: int, *, now: float) -> int:
-        """Re-queue every job left running under `worker`; they keep run_at and attempts.
-
-        Each counts a crash; one at its `max_crashes` ends `failed` instead (see _REQUEUE).
-        """
-        return self._write("requeue", _REQUEUE + "locked_by = ?", (now, worker))
-
-    def requeue_expired(self, *, now: float) -> int:
-        """Re-queue running jobs of any worker whose lease ended before `now` (a crash each)."""
-        return self._write("requeue", _REQUEUE + "lease_until < ?", (now, now))
-
-    def purge_done(self, *, older_than: float) -> int:
-        """Delete done jobs finished before `older_than`; return how many."""
-        return self._write(
-            "purge", "DELETE FROM jobs WHERE status = 'done' AND finished_at < ?", (older_than,)
+        """Say `owner` is alive at `now` and extend the leases of its running jobs `renew`."""
+        alive = (
+            self._write(
+                "heartbeat",
+                "UPDATE workers SET heartbeat_at = ? WHERE owner = ? AND stopped_at IS NULL",
+                (now, owner),
+            )
+            == 1
         )
+        if alive and renew:
+            self._write(
+                "renew",
+                "UPDATE jobs SET lease_until = ? WHERE status = 'running' AND locked_by = ?"
+                " AND id IN (SELECT value FROM json_each(?))",
+                (lease_until, owner, json.dumps(list(renew))),
+            )
+        return alive
+
+    def recover(self, dead: Sequence[str], *, now: float) -> int:
+        """Re-queue the running jobs of `dead` owners (and ownerless expired leases)."""
+        return self._transaction(self._recover, "recover", json.dumps(list(dead)), now)
+
+    @staticmethod
+    def _recover(conn: sqlite3.Connection, dead: str, now: float) -> int:
+        conn.execute(
+            "UPDATE workers SET stopped_at = ? WHERE stopped_at IS NULL"
+            " AND owner IN (SELECT value FROM json_each(?))",
+            (now, dead),
+        )
+        requeued: int = conn.execute(_REQUEUE + _DEAD_RUNS, (now, dead, now)).rowcount
+        return requeued
+
+    def stop_worker(self, owner: str, *, now: float) -> int:
+        """A graceful stop: release what `owner` still runs (no crash counted), mark it stopped."""
+        return self._transaction(self._stop_worker, "stop", owner, now)
+
+    @staticmethod
+    def _stop_worker(conn: sqlite3.Connection, owner: str, now: float) -> int:
+        released: int = conn.execute(_RELEASE, (owner,)).rowcount
+        conn.execute("UPDATE workers SET stopped_at = ? WHERE owner = ?", (now, owner))
+        return released
+
+    def purge(self, *, done_before: float, workers_before: float) -> int:
+        """Delete done jobs finished before `done_before`, workers gone before `workers_before`."""
+        purged = self._write(
+            "purge", "DELETE FROM jobs WHERE status = 'done' AND finished_at < ?", (done_before,)
+        )
+        self._write(
+            "purge",
+            "DELETE FROM workers WHERE coalesce(stopped_at, heartbeat_at) < ?",
+            (workers_before,),
+        )
+        return purged
 
     def retry(self, job_id: int, *, now: float) -> bool:
         """Re-queue a failed job at `now`, `attempts` and `crashes` reset: a full budget again.
@@ -705,29 +743,6 @@ class SqliteStore:
                 worker.started_at,
                 worker.heartbeat_at,
             ),
-        )
-
-    def heartbeat(self, owner: str, *, now: float) -> bool:
-        """Say `owner` is alive at `now`; False if it has no row or marked itself stopped."""
-        return (
-            self._write(
-                "worker",
-                "UPDATE workers SET heartbeat_at = ? WHERE owner = ? AND stopped_at IS NULL",
-                (now, owner),
-            )
-            == 1
-        )
-
-    def stop_worker(self, owner: str, *, now: float) -> None:
-        """Mark `owner` stopped (a graceful stop); its row stays for `list_workers`."""
-        self._write("worker", "UPDATE workers SET stopped_at = ? WHERE owner = ?", (now, owner))
-
-    def purge_workers(self, *, older_than: float) -> int:
-        """Delete the rows of workers that stopped, or last beat, before `older_than`."""
-        return self._write(
-            "purge",
-            "DELETE FROM workers WHERE coalesce(stopped_at, heartbeat_at) < ?",
-            (older_than,),
         )
 
     def list_workers(self) -> list[WorkerRow]:

@@ -1,16 +1,30 @@
-"""The `Store` protocol: what the runtime needs from a durable job table.
+"""The store seam: what the runtime needs from a durable job table, split by who calls it.
 
-No `sqlite3` here; `sqlite_store.SqliteStore` is the production implementation and the
+No driver here; `sqlite_store.SqliteStore` is the production implementation and the
 contract suite in `tests/contract/test_store.py` holds every implementation to it.
 A store never reads a clock: every time is passed in (POSIX seconds from `Clock.realtime()`).
 
-Leases: a claimed job is `running` with `lease_until`; its worker renews the lease while it
-runs, and any worker may re-queue jobs whose lease has expired (`requeue_expired`). That
-gives at-least-once delivery with a duplicate only after a crash or an expired lease.
-Completion is fenced by the claim's `attempt`, so a worker whose lease was taken over
-cannot overwrite the outcome of the newer run.
+Three callers, three small protocols:
 
-The protocol is synchronous on purpose (STYLE 4.10's open question, decided): the SPEC's
+* `WorkerStore` — a worker process: register its owner row, claim jobs and record
+  outcomes (one call does both), heartbeat and renew, recover the jobs of dead owners,
+  stop, purge, and the next due time.
+* `ProducerStore` — whoever enqueues.
+* `AdminStore` — the CLI and the operator's tools: reads, and a failed job's retry.
+
+`Store` is all three: what one implementation provides.
+
+Owners and leases: each worker process has a unique owner id and a `workers` row it
+heartbeats. A claimed job is `running` with `locked_by = owner` and `lease_until`, renewed
+with the heartbeat. Recovery re-queues a running job only when its owner is gone: the
+owner marked itself stopped, or an observing worker found it dead (`recover`, given the
+owners it judged dead by `reference.liveness`). A job whose owner has no live row (a
+legacy row, an owner whose row was purged) falls back to its lease. Outcomes are fenced
+by owner and attempt, so a worker presumed dead (frozen, partitioned) cannot overwrite
+the newer run's outcome. That gives at-least-once delivery with a duplicate only after a
+crash or a stall longer than the lease.
+
+The protocols are synchronous on purpose (STYLE 4.10's open question, decided): the SPEC's
 producer API is synchronous (`perform_async` returns an id from plain code and from inside
 a running loop alike), SQLite statements here are short and run inline, and an async facade
 over inline calls would add ceremony without letting anything else run. Inline calls also
@@ -24,11 +38,96 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from reference.records import JobRow, JobStatus, NewJob, StoreStats, WorkerRow
+    from reference.records import JobRow, JobStatus, NewJob, Settlement, StoreStats, WorkerRow
 
 
-class Store(Protocol):
-    """A durable job table. All methods raise `StoreError` subclasses, never driver errors."""
+class _Closable(Protocol):
+    def close(self) -> None:
+        """Close the store; idempotent. Later calls raise `StoreError`."""
+        ...
+
+
+class WorkerStore(_Closable, Protocol):
+    """What a worker process calls. Every method raises `StoreError`, never a driver error."""
+
+    def register_worker(self, worker: WorkerRow) -> None:
+        """Record a worker process that starts serving (a new owner id, or one re-joining)."""
+        ...
+
+    def claim(
+        self,
+        owner: str,
+        *,
+        now: float,
+        lease: float,
+        limit: int,
+        settle: Sequence[Settlement] = (),
+    ) -> tuple[list[bool], list[JobRow]]:
+        """Record `owner`'s finished runs, then claim up to `limit` due jobs, atomically.
+
+        The one way a worker records an outcome: a busy worker's finished jobs are written
+        with the claims that refill their slots, in one transaction. Each settlement is
+        fenced by owner and attempt; the first list says, in order, which were recorded
+        (False: the run was superseded — re-queued by a peer that judged its owner dead).
+        Claimed rows come back `running`, `locked_by=owner`, `attempts` incremented,
+        `lease_until = now + lease`, ordered by `(run_at, id)`; `limit=0` claims nothing.
+        All or nothing: on any error nothing is recorded or claimed and the store stays
+        usable (the 0.6.1 fix).
+        """
+        ...
+
+    def heartbeat(
+        self, owner: str, *, now: float, renew: Sequence[int] = (), lease_until: float = 0.0
+    ) -> bool:
+        """Say `owner` is alive at `now` and extend the leases of its running jobs `renew`.
+
+        False if `owner` has no live row (never registered, or marked stopped by a peer
+        that presumed it dead): its jobs may already run elsewhere, and it must register
+        again before it claims.
+        """
+        ...
+
+    def recover(self, dead: Sequence[str], *, now: float) -> int:
+        """Re-queue the running jobs of `dead` owners and mark those owners stopped.
+
+        Also re-queues running jobs whose owner has no live row and whose lease ended
+        before `now`. Each re-queued run counts a crash; a job at its `max_crashes` ends
+        `failed` instead. Returns how many jobs were re-queued or failed.
+        """
+        ...
+
+    def stop_worker(self, owner: str, *, now: float) -> int:
+        """A graceful stop: release what `owner` still runs (no crash counted), mark it stopped.
+
+        Returns how many jobs were released back to pending.
+        """
+        ...
+
+    def purge(self, *, done_before: float, workers_before: float) -> int:
+        """Delete done jobs finished before `done_before`, and the rows of workers that
+        stopped or last beat before `workers_before`; return how many jobs were deleted."""
+        ...
+
+    def next_run_at(self) -> float | None:
+        """The earliest `run_at` among pending jobs, or None if none is pending."""
+        ...
+
+    def list_workers(self) -> list[WorkerRow]:
+        """Every worker row, newest start first (a worker reads it to judge its peers)."""
+        ...
+
+    def verify(self) -> None:
+        """Check the store is still the one opened and answers; a worker calls it each poll.
+
+        Raises:
+            StoreUnusableError: it was deleted or replaced (a worker exits at once).
+            StoreError: it does not answer now.
+        """
+        ...
+
+
+class ProducerStore(_Closable, Protocol):
+    """What an enqueuing process calls."""
 
     def enqueue(self, job: NewJob) -> int:
         """Insert one pending job; return its id."""
@@ -38,66 +137,9 @@ class Store(Protocol):
         """Insert many pending jobs in one transaction; return their ids in order."""
         ...
 
-    def fetch_due(self, worker: int, *, now: float, lease: float, limit: int = 1) -> list[JobRow]:
-        """Claim up to `limit` oldest due pending jobs in one `BEGIN IMMEDIATE` transaction.
 
-        Claimed rows come back `running`, `locked_by=worker`, `attempts` incremented and
-        `lease_until = now + lease`, ordered by `(run_at, id)`. Any error inside rolls back
-        and leaves the store usable (the 0.6.1 fix).
-        """
-        ...
-
-    def renew(self, worker: int, job_ids: Sequence[int], *, lease_until: float) -> int:
-        """Extend the lease of `worker`'s running jobs; return how many were renewed."""
-        ...
-
-    def complete(self, job_id: int, *, attempt: int, now: float) -> bool:
-        """Mark claim `attempt` of a running job done; False if the claim was superseded."""
-        ...
-
-    def complete_and_fetch(
-        self,
-        claims: Sequence[tuple[int, int]],
-        *,
-        now: float,
-        worker: int,
-        lease: float,
-        limit: int,
-    ) -> tuple[list[bool], list[JobRow]]:
-        """`complete` each `(job_id, attempt)`, then `fetch_due(worker, limit=limit)`, atomically.
-
-        A busy worker's hot path: the jobs that finished in one loop step are recorded and
-        their slots refilled in a single transaction. Returns, in order, whether each claim
-        was completed (False: superseded), and the newly claimed rows. All or nothing: on
-        any error no completion and no claim is kept.
-        """
-        ...
-
-    def fail(
-        self, job_id: int, error: str, *, attempt: int, retry_at: float | None, now: float
-    ) -> bool:
-        """Record a failed run: back to pending at `retry_at`, or `failed` if it is None."""
-        ...
-
-    def requeue_running(self, worker: int, *, now: float) -> int:
-        """Re-queue every job left running under `worker` (its own start-up recovery)."""
-        ...
-
-    def requeue_expired(self, *, now: float) -> int:
-        """Re-queue running jobs of any worker whose lease ended before `now`."""
-        ...
-
-    def purge_done(self, *, older_than: float) -> int:
-        """Delete done jobs finished before `older_than`; return how many."""
-        ...
-
-    def retry(self, job_id: int, *, now: float) -> bool:
-        """Re-queue a `failed` job to run at `now`; False if it is not failed."""
-        ...
-
-    def next_run_at(self) -> float | None:
-        """The earliest `run_at` among pending jobs, or None if none is pending."""
-        ...
+class AdminStore(_Closable, Protocol):
+    """What the CLI and operators' tools call: reads, and re-running a failed job."""
 
     def get(self, job_id: int) -> JobRow | None:
         """One job by id."""
@@ -111,35 +153,14 @@ class Store(Protocol):
         """Counts by status and the oldest pending job's run_at."""
         ...
 
-    def register_worker(self, worker: WorkerRow) -> None:
-        """Record a worker process that starts serving (its owner id is new)."""
-        ...
-
-    def heartbeat(self, owner: str, *, now: float) -> bool:
-        """Say `owner` is alive at `now`; False if it has no row or marked itself stopped."""
-        ...
-
-    def stop_worker(self, owner: str, *, now: float) -> None:
-        """Mark `owner` stopped (a graceful stop); its row stays for `list_workers`."""
-        ...
-
-    def purge_workers(self, *, older_than: float) -> int:
-        """Delete the rows of workers that stopped, or last beat, before `older_than`."""
-        ...
-
     def list_workers(self) -> list[WorkerRow]:
         """Every worker row, newest start first."""
         ...
 
-    def verify(self) -> None:
-        """Check the store is still the one opened and answers; a worker calls it each poll.
-
-        Raises:
-            StoreUnusableError: it was deleted or replaced (a worker exits at once).
-            StoreError: it does not answer now.
-        """
+    def retry(self, job_id: int, *, now: float) -> bool:
+        """Re-queue a `failed` job to run at `now`; False if it is not failed."""
         ...
 
-    def close(self) -> None:
-        """Close the store; idempotent."""
-        ...
+
+class Store(WorkerStore, ProducerStore, AdminStore, Protocol):
+    """Everything one store implementation provides."""

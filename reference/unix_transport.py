@@ -220,7 +220,7 @@ class UnixListener:
 
 
 def _held_by(address: str) -> str:
-    """" (pid 123)" naming who holds the socket at `address`, or "" where unknown."""
+    """ " (pid 123)" naming who holds the socket at `address`, or "" where unknown."""
     pids = socket_holders(address)
     if not pids:
         return ""

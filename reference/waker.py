@@ -70,9 +70,7 @@ def socket_address(socket_dir: str, index: int) -> str:
     return posixpath.join(socket_dir, f"worker-{index}.sock")
 
 
-def wake_addresses(
-    socket_dir: str, workers: int, isolated: Collection[int] = ()
-) -> dict[int, str]:
+def wake_addresses(socket_dir: str, workers: int, isolated: Collection[int] = ()) -> dict[int, str]:
     """The wake-up address of every queue-consuming worker index (1..`workers`, less the
     `isolated` ones, which never listen): the one map producers, workers and the simulator use.
     """

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from reference.consumer import QueueWiring
 from reference.errors import SocketInUseError
-from reference.process import socket_holders
+from reference.process import pid_exists, socket_holders
 from reference.sqlite_store import SqliteStore
 from reference.unix_transport import UnixTransport
 from reference.waker import socket_address
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from contextlib import ExitStack
 
     from reference.config import WorkerSettings
+    from reference.liveness import Probe
+    from reference.records import WorkerRow
 
 
 def prepare_store(settings: WorkerSettings) -> None:
@@ -76,7 +78,21 @@ def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) ->
         owner=owner_id(),
         host=os.uname().nodename,
         pid=os.getpid(),
+        gone=local_process_gone(os.uname().nodename),
     )
+
+
+def local_process_gone(host: str) -> Probe:
+    """The production `liveness` probe: a peer on this host whose pid no longer exists is
+    gone for sure (a restarted worker recovers its predecessor's jobs at once). Peers on
+    other hosts, and live pids (perhaps reused), are left to their heartbeats. Workers
+    sharing one database from different pid namespaces (containers) must have different
+    host names, as Docker and Kubernetes give them by default."""
+
+    def gone(row: WorkerRow) -> bool:
+        return row.host == host and not pid_exists(row.pid)
+
+    return gone
 
 
 def owner_id() -> str:

@@ -33,23 +33,21 @@ STORE_SITES = (
     "fetch.statement",
     "fetch.before_commit",
     "commit",
-    "complete",
-    "complete_fetch.after_begin",
-    "complete_fetch.before_commit",
-    "fail",
+    "heartbeat",
     "renew",
-    "requeue",
+    "recover.after_begin",
+    "recover.before_commit",
+    "stop.after_begin",
+    "stop.before_commit",
     "purge",
     "retry",
 )
 # The sites the 0.6.1 fetch-rollback regression lives at: errors inside BEGIN ... COMMIT of
-# a claim, alone (fetch) or with the completion that freed its slot (complete_fetch).
+# a claim (with the outcomes recorded in the same transaction).
 FETCH_SITES = (
     "fetch.after_begin",
     "fetch.statement",
     "fetch.before_commit",
-    "complete_fetch.after_begin",
-    "complete_fetch.before_commit",
     "commit",
 )
 

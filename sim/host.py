@@ -151,6 +151,11 @@ class Host:
         return None if self.queue is None else self.queue.address(self.index)
 
     @property
+    def owner(self) -> str:
+        """This incarnation's owner id in the `workers` table."""
+        return f"sim:{self.index}.{self.incarnation}"
+
+    @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -178,9 +183,10 @@ class Host:
                 peers={i: self.queue.address(i) for i in self.queue.peers},
                 poll_interval=self.queue.poll_interval,
                 lease=self.queue.lease,
-                owner=f"sim:{self.index}.{self.incarnation}",
+                owner=self.owner,
                 host="sim",
                 pid=self.index * 1000 + self.incarnation,
+                gone=world.owner_gone,
             )
         self.worker = Worker(
             runtime,

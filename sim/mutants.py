@@ -20,15 +20,17 @@ from reference.triggers import interval_next
 from reference.waker import WakeReport, encode_hops
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from reference.consumer import Consumer
     from reference.job import Job
+    from reference.liveness import PeerWatch
     from reference.options import JobOptions
-    from reference.records import JobRow
+    from reference.records import JobRow, Settlement, WorkerRow
     from reference.runner import Runner
     from reference.scheduler import EntryState, Scheduler
     from reference.sqlite_store import SqliteStore
+    from reference.upkeep import Upkeep
     from reference.waker import Waker
 
 
@@ -128,41 +130,47 @@ def _retry_off_by_one(self: Consumer, row: JobRow, options: JobOptions) -> float
     return self._clock.realtime() + options.retry_delay_for(row.attempts, self._rng)
 
 
-async def _no_lease_renewal(self: Consumer) -> None:
-    # Leases are taken at claim time and never extended: long jobs run twice.
-    await self._drained.wait()
+async def _no_heartbeat(self: Upkeep, done: asyncio.Event) -> None:
+    # The owner row is registered but never beats again: peers judge the worker dead a
+    # lease after it started, and its long jobs run twice.
+    await done.wait()
 
 
-def _claims_ignore_busy_slots(self: Consumer) -> int:
-    # Claims a job per slot of the worker, busy or not: batched completions and wake-ups
-    # then claim jobs the worker has no slot for.
-    if not self._serving or self._stopping.is_set() or self._tasks is None:
-        return 0
-    return self._slots.size
+def _claims_ignore_busy_slots(self: Consumer, serving: bool) -> int:
+    # Claims a job per slot of the worker, busy or not: wake-ups and finished runs then
+    # claim jobs the worker has no slot for.
+    return self._slots.size if serving else 0
 
 
 async def _slot_watch_off(self: Consumer) -> None:
     # Nothing wakes the consumer when a scheduled run frees a slot: queue jobs wait for
     # the next completion or the poll while the slot sits idle.
-    await self._drained.wait()
+    await self._done.wait()
 
 
-def _complete_then_fetch_apart(
+def _settle_apart_from_claim(
     self: SqliteStore,
-    claims: list[tuple[int, int]],
+    owner: str,
     *,
     now: float,
-    worker: int,
     lease: float,
     limit: int,
+    settle: Sequence[Settlement] = (),
 ) -> tuple[list[bool], list[JobRow]]:
-    # Separate writes: a failed claim leaves the completions committed, so their retried
+    # Separate writes: a failed claim leaves the outcomes committed, so their retried
     # writes find the claims gone and report them superseded.
-    done = [self.complete(job_id, attempt=attempt, now=now) for job_id, attempt in claims]
-    return done, self.fetch_due(worker, now=now, lease=lease, limit=limit)
+    recorded = [reference.sqlite_store._settle_one(self._conn, owner, one, now) for one in settle]
+    rows = self._transaction(self._claim, "fetch", owner, now, lease, limit) if limit else []
+    return recorded, rows
 
 
-_FETCH_ANY_TIME = reference.sqlite_store._FETCH.replace("run_at <= ?", "? IS NOT NULL")
+def _every_peer_dead(self: PeerWatch, rows: Sequence[WorkerRow], *, monotonic: float) -> list[str]:
+    # Wave 1's recovery by index, in owner terms: a starting worker takes every other
+    # worker's running jobs for leftovers, so a second supervisor re-runs live jobs.
+    return [row.owner for row in rows if row.owner != self._me and row.stopped_at is None]
+
+
+_FETCH_ANY_TIME = reference.sqlite_store._CLAIM.replace("run_at <= ?", "? IS NOT NULL")
 
 # Wave 1's re-queue: a run whose worker died goes back to pending with no crash counted, so a
 # job that kills its worker is claimed first by every restart, forever. (`? IS NOT NULL`
@@ -261,7 +269,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="fetch_ignores_run_at",
-        target="reference.sqlite_store:_FETCH",
+        target="reference.sqlite_store:_CLAIM",
         restores="fetch claims pending jobs that are not yet due",
         caught_by=("fetch_error_rollback",),
         replacement=_FETCH_ANY_TIME,
@@ -281,11 +289,11 @@ MUTANTS: tuple[Mutant, ...] = (
         replacement=_slot_watch_off,
     ),
     Mutant(
-        name="complete_fetch_not_atomic",
-        target="reference.sqlite_store:SqliteStore.complete_and_fetch",
-        restores="a completion and the claim made with it commit separately",
+        name="settle_claim_not_atomic",
+        target="reference.sqlite_store:SqliteStore.claim",
+        restores="outcomes and the claim made with them commit separately",
         caught_by=("fetch_error_rollback",),
-        replacement=_complete_then_fetch_apart,
+        replacement=_settle_apart_from_claim,
     ),
     Mutant(
         name="crashes_not_counted",
@@ -309,11 +317,18 @@ MUTANTS: tuple[Mutant, ...] = (
         replacement=_timeout_without_abandon,
     ),
     Mutant(
-        name="lease_never_renewed",
-        target="reference.consumer:Consumer._renew_leases",
-        restores="a running job's lease is never extended, so long jobs are run twice",
+        name="owner_never_beats",
+        target="reference.upkeep:Upkeep.beat",
+        restores="a worker never heartbeats: peers judge it dead and run its long jobs again",
         caught_by=("fetch_error_rollback",),
-        replacement=_no_lease_renewal,
+        replacement=_no_heartbeat,
+    ),
+    Mutant(
+        name="recovery_takes_live_peers",
+        target="reference.liveness:PeerWatch.dead",
+        restores="wave 1: recovery by index re-queues a live peer's running jobs",
+        caught_by=("lease_takeover",),
+        replacement=_every_peer_dead,
     ),
 )
 
@@ -321,17 +336,17 @@ MUTANTS: tuple[Mutant, ...] = (
 # -- queue-history mutants: each caught by one of the invariants in sim.invariants
 
 # A "grace second" for clock noise: jobs due within a second are claimed early.
-_FETCH_A_SECOND_EARLY = reference.sqlite_store._FETCH.replace("run_at <= ?", "run_at <= ? + 1")
+_FETCH_A_SECOND_EARLY = reference.sqlite_store._CLAIM.replace("run_at <= ?", "run_at <= ? + 1")
 
 # Newest first: a stack, not a queue; under a backlog old due jobs wait behind new ones.
-_FETCH_NEWEST_FIRST = reference.sqlite_store._FETCH.replace(
+_FETCH_NEWEST_FIRST = reference.sqlite_store._CLAIM.replace(
     "ORDER BY run_at, id", "ORDER BY id DESC"
 )
 
 # The attempt fence dropped from the completion: a run whose lease was taken over still
 # marks the job done while the newer attempt runs. (`? IS NOT NULL` keeps the parameter.)
 _COMPLETE_UNFENCED = reference.sqlite_store._COMPLETE.replace(
-    "AND attempts = ?", "AND ? IS NOT NULL"
+    "AND attempts = ? AND locked_by = ?", "AND ? IS NOT NULL AND ? IS NOT NULL"
 )
 
 
@@ -362,22 +377,22 @@ def _retry_at_on_monotonic(self: Consumer, row: JobRow, options: JobOptions) -> 
 MUTANTS += (
     Mutant(
         name="fetch_a_second_early",
-        target="reference.sqlite_store:_FETCH",
+        target="reference.sqlite_store:_CLAIM",
         restores="fetch claims jobs due within the next second (`run_at <= ? + 1`)",
         caught_by=("fetch_error_rollback", "swarm"),
         replacement=_FETCH_A_SECOND_EARLY,
     ),
     Mutant(
         name="fetch_newest_first",
-        target="reference.sqlite_store:_FETCH",
+        target="reference.sqlite_store:_CLAIM",
         restores="fetch orders by id DESC: the newest due job is claimed first",
         caught_by=("shared_slots", "swarm"),
         replacement=_FETCH_NEWEST_FIRST,
     ),
     Mutant(
-        name="complete_without_attempt_fence",
+        name="complete_without_fence",
         target="reference.sqlite_store:_COMPLETE",
-        restores="a completion is accepted from a superseded attempt (no `attempts = ?`)",
+        restores="a completion is accepted from a superseded run (no owner/attempt fence)",
         caught_by=("lease_takeover", "swarm"),
         replacement=_COMPLETE_UNFENCED,
     ),

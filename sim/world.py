@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
     from reference.observe import Field
+    from reference.records import WorkerRow
     from sim.host import Host
 
 # A fixed, ordinary epoch: a Monday in UTC, far from DST changes unless a scenario asks.
@@ -81,6 +82,16 @@ class World:
     def emit(self, event: str, **fields: Field) -> None:
         """Record a world-level event (host 0): faults, crashes, scenario steps."""
         self.trace.emit(0, event, fields)
+
+    def owner_gone(self, row: WorkerRow) -> bool:
+        """The hosts' `liveness` probe: is `row`'s worker process certainly dead?
+
+        The world sees every host of its machine ("sim"), as `os.kill(pid, 0)` sees every
+        process of a real one: an owner no running host incarnation has is gone.
+        """
+        if row.host != "sim":
+            return False
+        return not any(host.alive and host.owner == row.owner for host in self.hosts)
 
     def now(self) -> float:
         """Virtual seconds since the start of the run."""

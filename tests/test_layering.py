@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "reference.registry": 1,
     "reference.schedule": 1,
     "reference.store": 1,
+    "reference.liveness": 1,
     "reference.transport": 1,
     # 2: engine
     "reference.scheduler": 2,
@@ -38,6 +39,7 @@ LAYERS: dict[str, int] = {
     "reference.producer": 2,
     "reference.waker": 2,
     "reference.consumer": 2,
+    "reference.upkeep": 2,
     # 3: adapters
     "reference.sqlite_store": 3,
     "reference.unix_transport": 3,

@@ -23,6 +23,7 @@ from bench import depth_bench, services, wal_bench, wal_mimic
 from bench.__main__ import METRICS, Run, key_of, main, table, verdicts
 from bench.harness import quantile
 from reference.sqlite_store import SqliteStore
+from tests.storeops import claim
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -170,7 +171,7 @@ def test_the_depth_database_has_the_store_schema_and_the_rows_asked_for(tmp_path
     try:
         stats = store.stats()
         assert (stats.pending, stats.running, stats.done, stats.failed) == (500, 0, 700, 0)
-        (first,) = store.fetch_due(1, now=depth_bench.NOW, lease=60.0)
+        (first,) = claim(store, now=depth_bench.NOW, lease=60.0)
         assert first.id == 701  # the oldest pending job, behind every done row
     finally:
         store.close()
@@ -185,14 +186,14 @@ def test_the_depth_case_reports_both_cycles_at_both_depths_with_the_claim_plan(
     )
     cycles = result["cycles"]
     assert isinstance(cycles, dict)
-    assert sorted(cycles) == ["complete_and_fetch", "fetch_due + complete"]
+    assert sorted(cycles) == ["claim, then record", "record with the next claim"]
     for figures in cycles.values():
         for key in ("shallow_us", "deep_us", "ratio", "shallow_cpu_us", "deep_cpu_us"):
             assert figures[key] > 0, key
     assert any("jobs_pending_due" in step for step in result["plan"])  # type: ignore[union-attr]
     lines = depth_bench.report(result)
     assert "deep = 3,000 pending + 3,000 done not yet purged" in lines[1]
-    assert sum(" complete" in line and line.endswith("x") for line in lines) == 2
+    assert sum(" record" in line and line.endswith("x") for line in lines) == 2
     # Depth held constant: both copies were drained only inside the blocks, and removed.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
@@ -203,7 +204,7 @@ def test_the_depth_reset_keeps_the_queue_depth(tmp_path: Path) -> None:
     cycles = depth_bench.Cycles(path, depth_bench.T0 + 300)
     try:
         for _ in range(50):
-            cycles.complete_and_fetch()
+            cycles.record_with_claim()
         cycles.reset()
     finally:
         cycles.close()

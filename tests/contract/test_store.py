@@ -1,4 +1,4 @@
-"""Contract suite for `reference.store.Store`: every implementation must pass all of it.
+"""Contract suite for the `reference.store` protocols: every implementation passes all of it.
 
 A new backend joins by adding a param to `STORE_FACTORIES`; nothing here may depend on SQL.
 """
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from reference.records import JobStatus, NewJob, WorkerRow
+from reference.records import JobStatus, NewJob, Settlement, WorkerRow
 from reference.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
@@ -97,119 +97,180 @@ def test_enqueue_many_returns_ids_in_order(store: Store) -> None:
     assert store.enqueue_many([]) == []
 
 
-def test_fetch_claims_in_run_at_then_id_order(store: Store) -> None:
+def claim(
+    store: Store, owner: str = "w1", *, now: float = T0, lease: float = LEASE, limit: int = 1
+) -> list[JobRow]:
+    """Claim up to `limit` due jobs for `owner` (recording nothing)."""
+    return store.claim(owner, now=now, lease=lease, limit=limit)[1]
+
+
+def record(
+    store: Store,
+    job_id: int,
+    attempt: int,
+    *,
+    owner: str = "w1",
+    now: float = T0,
+    error: str | None = None,
+    retry_at: float | None = None,
+) -> bool:
+    """Record one run's outcome through `claim(limit=0)`; True if it was accepted."""
+    (ok,), rows = store.claim(
+        owner, now=now, lease=LEASE, limit=0, settle=[Settlement(job_id, attempt, error, retry_at)]
+    )
+    assert rows == []
+    return ok
+
+
+def register(store: Store, owner: str, *, at: float = T0) -> None:
+    store.register_worker(WorkerRow(owner, "host-a", 100, 1, "*", at, at))
+
+
+def test_claim_in_run_at_then_id_order(store: Store) -> None:
     late = store.enqueue(job(run_at=T0 - 1))
     early_a = store.enqueue(job(run_at=T0 - 10))
     early_b = store.enqueue(job(run_at=T0 - 10))
-    claimed = [store.fetch_due(1, now=T0, lease=LEASE) for _ in range(4)]
+    claimed = [claim(store) for _ in range(4)]
     assert [ids(c) for c in claimed] == [[early_a], [early_b], [late], []]
 
 
 def test_not_yet_due_jobs_are_not_claimed(store: Store) -> None:
     due = store.enqueue(job(run_at=T0))
     future = store.enqueue(job(run_at=T0 + 0.5))
-    assert ids(store.fetch_due(1, now=T0, lease=LEASE, limit=10)) == [due]
-    assert store.fetch_due(1, now=T0, lease=LEASE) == []
-    assert ids(store.fetch_due(1, now=T0 + 0.5, lease=LEASE)) == [future]
+    assert ids(claim(store, limit=10)) == [due]
+    assert claim(store) == []
+    assert ids(claim(store, now=T0 + 0.5)) == [future]
 
 
 def test_limit_claims_several_in_order(store: Store) -> None:
     new = [store.enqueue(job(run_at=T0 - i)) for i in range(5)]  # later ids are older
-    claimed = store.fetch_due(2, now=T0, lease=LEASE, limit=3)
-    assert ids(claimed) == [new[4], new[3], new[2]]
-    assert ids(store.fetch_due(2, now=T0, lease=LEASE, limit=3)) == [new[1], new[0]]
+    assert ids(claim(store, "w2", limit=3)) == [new[4], new[3], new[2]]
+    assert ids(claim(store, "w2", limit=3)) == [new[1], new[0]]
+
+
+def test_claim_with_nothing_to_do_is_empty(store: Store) -> None:
+    store.enqueue(job())
+    assert store.claim("w1", now=T0, lease=LEASE, limit=0) == ([], [])
+    assert store.stats().pending == 1
 
 
 def test_claim_sets_lease_fields_and_counts_attempts(store: Store) -> None:
     job_id = store.enqueue(job())
-    (row,) = store.fetch_due(3, now=T0 + 1, lease=LEASE)
+    (row,) = claim(store, "w3", now=T0 + 1)
     assert (row.status, row.locked_by, row.locked_at, row.lease_until, row.attempts) == (
         JobStatus.RUNNING,
-        3,
+        "w3",
         T0 + 1,
         T0 + 1 + LEASE,
         1,
     )
     assert store.get(job_id) == row
-    assert store.fail(job_id, "boom", attempt=1, retry_at=T0 + 2, now=T0 + 1.5)
-    (again,) = store.fetch_due(3, now=T0 + 2, lease=LEASE)
+    assert record(store, job_id, 1, owner="w3", now=T0 + 1.5, error="boom", retry_at=T0 + 2)
+    (again,) = claim(store, "w3", now=T0 + 2)
     assert again.attempts == 2
 
 
-def test_complete_marks_done(store: Store) -> None:
+def test_a_success_marks_done(store: Store) -> None:
     job_id = store.enqueue(job())
-    (row,) = store.fetch_due(1, now=T0, lease=LEASE)
-    assert store.complete(job_id, attempt=row.attempts, now=T0 + 3)
+    (row,) = claim(store)
+    assert record(store, job_id, row.attempts, now=T0 + 3)
     done = store.get(job_id)
     assert done is not None
     assert (done.status, done.finished_at, done.lease_until) == (JobStatus.DONE, T0 + 3, None)
-    assert not store.complete(job_id, attempt=row.attempts, now=T0 + 4)
+    assert not record(store, job_id, row.attempts, now=T0 + 4)
 
 
-def test_complete_with_stale_attempt_is_fenced(store: Store) -> None:
+def test_outcomes_are_fenced_by_owner(store: Store) -> None:
+    """Only the owner holding the claim records its outcome, whatever the attempt."""
     job_id = store.enqueue(job())
-    store.fetch_due(1, now=T0, lease=1.0)
-    assert store.requeue_expired(now=T0 + 2) == 1
-    (second,) = store.fetch_due(2, now=T0 + 2, lease=LEASE)
+    (row,) = claim(store, "w1")
     before = store.get(job_id)
-    assert not store.complete(job_id, attempt=1, now=T0 + 3)
-    assert not store.fail(job_id, "late", attempt=1, retry_at=None, now=T0 + 3)
+    assert not record(store, job_id, row.attempts, owner="w2")
+    assert not record(store, job_id, row.attempts, owner="w2", error="x", retry_at=None)
     assert store.get(job_id) == before
-    assert store.complete(job_id, attempt=second.attempts, now=T0 + 4)
+    assert record(store, job_id, row.attempts, owner="w1")
 
 
-def test_complete_and_fetch_completes_then_claims_in_order(store: Store) -> None:
+def test_an_outcome_of_a_superseded_run_is_fenced(store: Store) -> None:
+    job_id = store.enqueue(job())
+    register(store, "w1")
+    claim(store, "w1")
+    assert store.recover(["w1"], now=T0 + 2) == 1  # a peer judged w1 dead
+    (second,) = claim(store, "w2", now=T0 + 2)
+    before = store.get(job_id)
+    assert not record(store, job_id, 1, owner="w1", now=T0 + 3)
+    assert not record(store, job_id, 1, owner="w1", now=T0 + 3, error="late")
+    assert store.get(job_id) == before
+    assert record(store, job_id, second.attempts, owner="w2", now=T0 + 4)
+
+
+def test_the_same_owner_claiming_again_fences_its_older_attempt(store: Store) -> None:
+    """A worker presumed dead re-registers and claims its old job again: the late outcome
+    of its first run must not settle the second."""
+    job_id = store.enqueue(job())
+    register(store, "w1")
+    claim(store, "w1")
+    store.recover(["w1"], now=T0 + 1)
+    register(store, "w1", at=T0 + 2)
+    (again,) = claim(store, "w1", now=T0 + 2)
+    assert again.attempts == 2
+    assert not record(store, job_id, 1, owner="w1", now=T0 + 3)
+    assert store.get(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+
+
+def test_claim_records_then_claims_in_order(store: Store) -> None:
     first, other, later, second = store.enqueue_many(
         [job(run_at=T0), job(run_at=T0), job(run_at=T0 + 100), job(run_at=T0 + 1)]
     )
-    rows = store.fetch_due(1, now=T0, lease=LEASE, limit=2)
+    rows = claim(store, limit=2)
     assert ids(rows) == [first, other]
-    done, claimed = store.complete_and_fetch(
-        [(r.id, r.attempts) for r in rows], now=T0 + 3, worker=1, lease=LEASE, limit=2
+    recorded, claimed = store.claim(
+        "w1",
+        now=T0 + 3,
+        lease=LEASE,
+        limit=2,
+        settle=[Settlement(rows[0].id, 1), Settlement(rows[1].id, 1, "ValueError: x", None)],
     )
-    assert done == [True, True]
-    assert {store.get(i).status for i in (first, other)} == {JobStatus.DONE}  # type: ignore[union-attr]
+    assert recorded == [True, True]
+    assert store.get(first).status is JobStatus.DONE  # type: ignore[union-attr]
+    assert store.get(other).status is JobStatus.FAILED  # type: ignore[union-attr]
     assert ids(claimed) == [second]  # `later` is not due yet
-    assert (claimed[0].locked_by, claimed[0].attempts) == (1, 1)
+    assert (claimed[0].locked_by, claimed[0].attempts) == ("w1", 1)
     assert claimed[0].lease_until == T0 + 3 + LEASE
     assert store.get(later).status is JobStatus.PENDING  # type: ignore[union-attr]
 
 
-def test_complete_and_fetch_with_limit_zero_only_completes(store: Store) -> None:
-    first, second = store.enqueue_many([job(), job()])
-    (row,) = store.fetch_due(1, now=T0, lease=LEASE)
-    assert store.complete_and_fetch(
-        [(first, row.attempts)], now=T0, worker=1, lease=LEASE, limit=0
-    ) == ([True], [])
-    assert store.get(second).status is JobStatus.PENDING  # type: ignore[union-attr]
-
-
-def test_complete_and_fetch_fences_each_claim_and_still_claims(store: Store) -> None:
+def test_claim_fences_each_outcome_and_still_claims(store: Store) -> None:
     first, kept, second = store.enqueue_many([job(), job(), job()])
-    store.fetch_due(1, now=T0, lease=1.0, limit=2)
-    store.requeue_expired(now=T0 + 2)
-    store.fetch_due(2, now=T0 + 2, lease=LEASE, limit=1)  # worker 2 takes `first` over
-    store.renew(1, [kept], lease_until=T0 + 100)  # too late: `kept` was re-queued too
-    (again,) = store.fetch_due(1, now=T0 + 2, lease=LEASE, limit=1)
+    register(store, "w1")
+    claim(store, "w1", limit=2)
+    store.recover(["w1"], now=T0 + 2)
+    claim(store, "w2", now=T0 + 2)  # w2 takes `first` over
+    register(store, "w1", at=T0 + 2)
+    (again,) = claim(store, "w1", now=T0 + 2)
     assert again.id == kept
-    done, claimed = store.complete_and_fetch(
-        [(first, 1), (kept, again.attempts)], now=T0 + 3, worker=1, lease=LEASE, limit=1
+    recorded, claimed = store.claim(
+        "w1",
+        now=T0 + 3,
+        lease=LEASE,
+        limit=1,
+        settle=[Settlement(first, 1), Settlement(kept, again.attempts)],
     )
-    assert done == [False, True]  # worker 2 holds attempt 2 of `first`
+    assert recorded == [False, True]  # w2 holds attempt 2 of `first`
     assert store.get(first).status is JobStatus.RUNNING  # type: ignore[union-attr]
     assert ids(claimed) == [second]
 
 
-def test_complete_of_pending_job_is_false(store: Store) -> None:
+def test_an_outcome_for_a_pending_job_is_refused(store: Store) -> None:
     job_id = store.enqueue(job())
-    assert not store.complete(job_id, attempt=0, now=T0)
+    assert not record(store, job_id, 0)
     assert store.get(job_id).status is JobStatus.PENDING  # type: ignore[union-attr]
 
 
-def test_fail_with_retry_at_goes_back_to_pending(store: Store) -> None:
+def test_a_failure_with_retry_at_goes_back_to_pending(store: Store) -> None:
     job_id = store.enqueue(job())
-    store.fetch_due(1, now=T0, lease=LEASE)
-    assert store.fail(job_id, "ValueError: nope", attempt=1, retry_at=T0 + 60, now=T0 + 1)
+    claim(store)
+    assert record(store, job_id, 1, now=T0 + 1, error="ValueError: nope", retry_at=T0 + 60)
     row = store.get(job_id)
     assert row is not None
     assert (row.status, row.run_at, row.last_error, row.attempts) == (
@@ -219,14 +280,14 @@ def test_fail_with_retry_at_goes_back_to_pending(store: Store) -> None:
         1,
     )
     assert (row.locked_by, row.locked_at, row.lease_until, row.finished_at) == (None,) * 4
-    assert store.fetch_due(1, now=T0 + 59, lease=LEASE) == []
-    assert ids(store.fetch_due(1, now=T0 + 60, lease=LEASE)) == [job_id]
+    assert claim(store, now=T0 + 59) == []
+    assert ids(claim(store, now=T0 + 60)) == [job_id]
 
 
-def test_fail_without_retry_at_is_final(store: Store) -> None:
+def test_a_failure_without_retry_at_is_final(store: Store) -> None:
     job_id = store.enqueue(job())
-    store.fetch_due(1, now=T0, lease=LEASE)
-    assert store.fail(job_id, "boom", attempt=1, retry_at=None, now=T0 + 2)
+    claim(store)
+    assert record(store, job_id, 1, now=T0 + 2, error="boom")
     row = store.get(job_id)
     assert row is not None
     assert (row.status, row.finished_at, row.last_error, row.lease_until) == (
@@ -235,15 +296,17 @@ def test_fail_without_retry_at_is_final(store: Store) -> None:
         "boom",
         None,
     )
-    assert store.fetch_due(1, now=T0 + 1000, lease=LEASE) == []
+    assert claim(store, now=T0 + 1000) == []
 
 
-def test_requeue_running_touches_only_that_worker(store: Store) -> None:
+def test_recover_requeues_only_the_dead_owners_jobs(store: Store) -> None:
     a = store.enqueue(job())
     b = store.enqueue(job())
-    store.fetch_due(1, now=T0, lease=LEASE)
-    store.fetch_due(2, now=T0, lease=LEASE)
-    assert store.requeue_running(1, now=T0 + 1) == 1
+    register(store, "w1")
+    register(store, "w2")
+    claim(store, "w1")
+    claim(store, "w2")
+    assert store.recover(["w1"], now=T0 + 1) == 1
     row_a, row_b = store.get(a), store.get(b)
     assert row_a is not None
     assert row_b is not None
@@ -253,34 +316,47 @@ def test_requeue_running_touches_only_that_worker(store: Store) -> None:
         None,
         1,
     )
-    assert (row_b.status, row_b.locked_by) == (JobStatus.RUNNING, 2)
-    assert store.requeue_running(1, now=T0 + 1) == 0
+    assert (row_b.status, row_b.locked_by) == (JobStatus.RUNNING, "w2")
+    assert store.recover(["w1"], now=T0 + 1) == 0
+    # The dead owner is marked stopped: its next heartbeat learns it was presumed dead.
+    assert store.heartbeat("w1", now=T0 + 2) is False
+    assert store.heartbeat("w2", now=T0 + 2) is True
 
 
-def test_requeue_expired_touches_only_expired_leases(store: Store) -> None:
+def test_a_live_owners_jobs_are_never_recovered_even_past_their_lease(store: Store) -> None:
+    """The two-supervisor bug: a lease past its end (a clock step, a slow renewal) never
+    hands a live owner's running job to another worker."""
+    job_id = store.enqueue(job())
+    register(store, "w1")
+    claim(store, "w1", lease=5.0)
+    assert store.recover([], now=T0 + 1000) == 0
+    assert store.get(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+
+
+def test_an_ownerless_run_falls_back_to_its_lease(store: Store) -> None:
+    """A run whose owner has no live row (never registered, its row purged) is recovered
+    once its lease has ended, strictly."""
     short = store.enqueue(job())
     long = store.enqueue(job())
-    store.fetch_due(1, now=T0, lease=5.0)
-    store.fetch_due(2, now=T0, lease=50.0)
-    assert store.requeue_expired(now=T0 + 5.0) == 0  # lease_until < now, strictly
-    assert store.requeue_expired(now=T0 + 6.0) == 1
+    claim(store, "ghost-1", lease=5.0)
+    claim(store, "ghost-2", lease=50.0)
+    assert store.recover([], now=T0 + 5.0) == 0  # lease_until < now, strictly
+    assert store.recover([], now=T0 + 6.0) == 1
     assert store.get(short).status is JobStatus.PENDING  # type: ignore[union-attr]
     assert store.get(long).status is JobStatus.RUNNING  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("how", ["own", "expired"])
-def test_a_job_whose_runs_kill_their_worker_fails_at_max_crashes(store: Store, how: str) -> None:
+def test_a_job_whose_runs_kill_their_worker_fails_at_max_crashes(store: Store) -> None:
     """A poison job (os._exit, a segfault, the OOM killer) takes down every worker that runs
     it; each re-queue after such a death counts, and the third ends it `failed`."""
     poison = store.enqueue(job())
     now = T0
     for crash in (1, 2, 3):
-        assert ids(store.fetch_due(1, now=now, lease=5.0)) == [poison]
+        owner = f"w{crash}"
+        register(store, owner, at=now)
+        assert ids(claim(store, owner, now=now, lease=5.0)) == [poison]
         now += 10.0
-        requeued = (
-            store.requeue_running(1, now=now) if how == "own" else store.requeue_expired(now=now)
-        )
-        assert requeued == 1
+        assert store.recover([owner], now=now) == 1
         row = store.get(poison)
         assert row is not None
         if crash < 3:
@@ -288,53 +364,88 @@ def test_a_job_whose_runs_kill_their_worker_fails_at_max_crashes(store: Store, h
     assert (row.status, row.finished_at, row.attempts) == (JobStatus.FAILED, now, 3)
     assert row.last_error is not None
     assert row.last_error.startswith("WorkerLostError: the worker running this job died during 3")
-    assert store.fetch_due(1, now=now, lease=5.0) == []
+    assert claim(store, now=now, lease=5.0) == []
 
 
 def test_max_crashes_comes_from_the_jobs_options(store: Store) -> None:
     once = store.enqueue(NewJob("app.Job", "[]", '{"max_crashes": 1}', T0, T0))
-    store.fetch_due(1, now=T0, lease=LEASE)
-    store.requeue_running(1, now=T0 + 1)
+    register(store, "w1")
+    claim(store, "w1")
+    store.recover(["w1"], now=T0 + 1)
     assert store.get(once).status is JobStatus.FAILED  # type: ignore[union-attr]
 
 
-def test_renew_extends_only_own_running_jobs(store: Store) -> None:
+def test_heartbeat_renews_only_the_owners_running_jobs(store: Store) -> None:
     mine = store.enqueue(job())
     theirs = store.enqueue(job())
-    store.fetch_due(1, now=T0, lease=5.0)
-    store.fetch_due(2, now=T0, lease=5.0)
-    assert store.renew(1, [mine, theirs], lease_until=T0 + 100) == 1
-    assert store.renew(1, [], lease_until=T0 + 100) == 0
-    assert store.requeue_expired(now=T0 + 10) == 1
-    assert store.get(mine).status is JobStatus.RUNNING  # type: ignore[union-attr]
-    assert store.get(theirs).status is JobStatus.PENDING  # type: ignore[union-attr]
+    claim(store, "w1", lease=5.0)
+    claim(store, "w2", lease=5.0)
+    register(store, "w1")
+    assert store.heartbeat("w1", now=T0 + 1, renew=[mine, theirs], lease_until=T0 + 100)
+    assert store.get(mine).lease_until == T0 + 100  # type: ignore[union-attr]
+    assert store.get(theirs).lease_until == T0 + 5.0  # type: ignore[union-attr]
+    assert store.heartbeat("w1", now=T0 + 2)  # nothing to renew: still a heartbeat
+
+
+def test_a_heartbeat_refused_renews_nothing(store: Store) -> None:
+    """An owner marked stopped (presumed dead) must not extend leases it no longer holds."""
+    job_id = store.enqueue(job())
+    claim(store, "w1", lease=5.0)
+    assert store.heartbeat("w1", now=T0 + 1, renew=[job_id], lease_until=T0 + 100) is False
+    assert store.get(job_id).lease_until == T0 + 5.0  # type: ignore[union-attr]
+
+
+def test_a_graceful_stop_releases_what_its_owner_holds(store: Store) -> None:
+    mine = store.enqueue(job())
+    theirs = store.enqueue(job())
+    register(store, "w1")
+    register(store, "w2")
+    claim(store, "w1")
+    claim(store, "w2")
+    assert store.stop_worker("w1", now=T0 + 5) == 1
+    row = store.get(mine)
+    assert row is not None
+    # Released, not crashed: pending again at once, its attempts kept (they fence it).
+    assert (row.status, row.locked_by, row.attempts, row.last_error) == (
+        JobStatus.PENDING,
+        None,
+        1,
+        None,
+    )
+    assert store.get(theirs).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert [w.stopped_at for w in store.list_workers() if w.owner == "w1"] == [T0 + 5]
+    for _ in range(5):  # releases never count toward max_crashes
+        register(store, "w1")
+        claim(store, "w1")
+        store.stop_worker("w1", now=T0 + 6)
+    assert store.get(mine).status is JobStatus.PENDING  # type: ignore[union-attr]
 
 
 def test_purge_removes_only_old_done_jobs(store: Store) -> None:
     old, new, failed, pending = (store.enqueue(job()) for _ in range(4))
-    store.fetch_due(1, now=T0, lease=LEASE, limit=3)
-    store.complete(old, attempt=1, now=T0 + 10)
-    store.complete(new, attempt=1, now=T0 + 20)
-    store.fail(failed, "x", attempt=1, retry_at=None, now=T0 + 10)
-    assert store.purge_done(older_than=T0 + 10) == 0  # finished_at < older_than, strictly
-    assert store.purge_done(older_than=T0 + 15) == 1
+    claim(store, limit=3)
+    record(store, old, 1, now=T0 + 10)
+    record(store, new, 1, now=T0 + 20)
+    record(store, failed, 1, now=T0 + 10, error="x")
+    assert store.purge(done_before=T0 + 10, workers_before=0) == 0  # strictly before
+    assert store.purge(done_before=T0 + 15, workers_before=0) == 1
     assert store.get(old) is None
     assert [store.get(i) is not None for i in (new, failed, pending)] == [True, True, True]
 
 
 def test_purged_ids_are_never_reused(store: Store) -> None:
     first = store.enqueue(job())
-    store.fetch_due(1, now=T0, lease=LEASE)
-    store.complete(first, attempt=1, now=T0)
-    assert store.purge_done(older_than=T0 + 1) == 1
+    claim(store)
+    record(store, first, 1)
+    assert store.purge(done_before=T0 + 1, workers_before=0) == 1
     assert store.enqueue(job()) > first
 
 
 def test_retry_only_requeues_failed_jobs(store: Store) -> None:
     failed, done, pending = (store.enqueue(job()) for _ in range(3))
-    store.fetch_due(1, now=T0, lease=LEASE, limit=2)
-    store.fail(failed, "boom", attempt=1, retry_at=None, now=T0 + 1)
-    store.complete(done, attempt=1, now=T0 + 1)
+    claim(store, limit=2)
+    record(store, failed, 1, now=T0 + 1, error="boom")
+    record(store, done, 1, now=T0 + 1)
     assert not store.retry(done, now=T0 + 2)
     assert not store.retry(pending, now=T0 + 2)
     assert not store.retry(9999, now=T0 + 2)
@@ -359,9 +470,9 @@ def test_stats_counts_and_oldest_pending(store: Store) -> None:
     c = store.enqueue(job(run_at=T0 - 3))
     store.enqueue(job(run_at=T0 + 7))
     store.enqueue(job(run_at=T0 + 9))
-    store.fetch_due(1, now=T0, lease=LEASE, limit=3)
-    store.complete(a, attempt=1, now=T0)
-    store.fail(b, "x", attempt=1, retry_at=None, now=T0)
+    claim(store, limit=3)
+    record(store, a, 1)
+    record(store, b, 1, error="x")
     stats = store.stats()
     assert (stats.pending, stats.running, stats.done, stats.failed, stats.total) == (2, 1, 1, 1, 5)
     assert stats.oldest_pending_run_at == T0 + 7
@@ -373,13 +484,13 @@ def test_next_run_at(store: Store) -> None:
     store.enqueue(job(run_at=T0 + 30))
     store.enqueue(job(run_at=T0 + 10))
     assert store.next_run_at() == T0 + 10
-    store.fetch_due(1, now=T0 + 10, lease=LEASE)
+    claim(store, now=T0 + 10)
     assert store.next_run_at() == T0 + 30
 
 
 def test_list_jobs_newest_first_with_status_filter(store: Store) -> None:
     a, b, c = (store.enqueue(job()) for _ in range(3))
-    store.fetch_due(1, now=T0, lease=LEASE)
+    claim(store)
     assert ids(store.list_jobs()) == [c, b, a]
     assert ids(store.list_jobs(limit=2)) == [c, b]
     assert ids(store.list_jobs(JobStatus.PENDING)) == [c, b]
@@ -395,7 +506,7 @@ def test_two_stores_on_one_file_never_claim_the_same_job(
     seen: list[int] = []
     for step in range(40):
         who = one if step % 2 else two
-        seen += ids(who.fetch_due(step % 3 + 1, now=T0, lease=LEASE, limit=step % 3 + 1))
+        seen += ids(claim(who, f"w{step % 3}", limit=step % 3 + 1))
     assert len(seen) == len(set(seen)) == 60
     assert one.stats().running == two.stats().running == 60
 
@@ -436,18 +547,19 @@ def test_purge_workers_drops_rows_silent_or_stopped_before_the_cutoff(store: Sto
     store.register_worker(_worker("old-silent"))
     store.register_worker(_worker("live"))
     store.heartbeat("live", now=T0 + 100)
-    assert store.purge_workers(older_than=T0 + 50) == 2
+    assert store.purge(done_before=0, workers_before=T0 + 50) == 0  # no jobs; 2 rows
+
     assert [w.owner for w in store.list_workers()] == ["live"]
 
 
 def test_a_success_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
     """A done job showed the last_error of a failed attempt before it, as if it had failed."""
     job_id = store.enqueue(job())
-    (first,) = store.fetch_due(1, now=T0, lease=LEASE)
-    store.fail(job_id, "RuntimeError: once", attempt=first.attempts, retry_at=T0 + 1, now=T0)
-    (second,) = store.fetch_due(1, now=T0 + 2, lease=LEASE)
+    (first,) = claim(store)
+    record(store, job_id, first.attempts, error="RuntimeError: once", retry_at=T0 + 1)
+    (second,) = claim(store, now=T0 + 2)
     assert second.last_error == "RuntimeError: once"  # visible while it runs again
-    assert store.complete(job_id, attempt=second.attempts, now=T0 + 3)
+    assert record(store, job_id, second.attempts, now=T0 + 3)
     done = store.get(job_id)
     assert done is not None
     assert (done.status, done.last_error) == (JobStatus.DONE, None)

@@ -17,7 +17,7 @@ import pytest
 
 from reference import sqlite_store
 from reference.errors import StoreCorruptError, StoreError, StoreLockedError
-from reference.records import JobStatus, NewJob
+from reference.records import JobStatus, NewJob, Settlement, WorkerRow
 from reference.sqlite_store import SqliteStore
 from sim.faults import (
     FETCH_SITES,
@@ -28,6 +28,7 @@ from sim.faults import (
     LockHolder,
     open_faulty_store,
 )
+from tests.storeops import claim, record
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -95,14 +96,14 @@ def test_lock_held_beyond_busy_timeout_raises_locked_then_recovers(
     store.enqueue(job())
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(StoreLockedError, match=r"another connection held the write lock") as info:
-        store.fetch_due(1, now=T0, lease=30)
+        claim(store, now=T0, lease=30)
     assert db in str(info.value)
     assert "50 ms" in str(info.value)
     assert isinstance(info.value.__cause__, sqlite3.OperationalError)
     with pytest.raises(StoreLockedError):
         store.enqueue(job())
     other.execute("ROLLBACK")
-    assert len(store.fetch_due(1, now=T0, lease=30)) == 1
+    assert len(claim(store, now=T0, lease=30)) == 1
     store.close()
 
 
@@ -110,18 +111,18 @@ def test_lock_held_beyond_busy_timeout_raises_locked_then_recovers(
 def test_every_kind_of_statement_waits_out_a_short_lock(db: str, op: str) -> None:
     store = SqliteStore(db, busy_timeout_ms=10_000)
     job_id = store.enqueue(job())
-    (row,) = store.fetch_due(1, now=T0, lease=30)
+    (row,) = claim(store, now=T0, lease=30)
     holder = sqlite3.connect(db, isolation_level=None, timeout=0, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")  # the write lock; in WAL mode readers read on
     release = threading.Timer(0.05, holder.execute, ("ROLLBACK",))
     release.start()
     try:
         if op == "fetch":
-            assert store.fetch_due(1, now=T0, lease=30) == []
+            assert claim(store, now=T0, lease=30) == []
         elif op == "enqueue":
             assert store.enqueue(job()) == job_id + 1
         elif op == "complete":
-            assert store.complete(job_id, attempt=row.attempts, now=T0)
+            assert record(store, job_id, row.attempts, now=T0)
         else:
             assert store.get(job_id) is not None
     finally:
@@ -207,12 +208,12 @@ def test_error_inside_fetch_rolls_back_and_store_stays_usable(
     store.enqueue_many([job(), job()])
     faults.arm(site, after)
     with pytest.raises(StoreError, match=f"injected at {site}") as info:
-        store.fetch_due(1, now=T0, lease=30, limit=2)
+        claim(store, now=T0, lease=30, limit=2)
     assert isinstance(info.value.__cause__, InjectedError)
     assert not store._conn.in_transaction
     assert can_write_now(other)  # other connections are not locked out
     assert store.stats().pending == 2  # nothing half-claimed
-    assert len(store.fetch_due(1, now=T0, lease=30, limit=2)) == 2
+    assert len(claim(store, now=T0, lease=30, limit=2)) == 2
     store.close()
 
 
@@ -226,7 +227,7 @@ def test_non_driver_exception_inside_fetch_also_rolls_back(
     store = SqliteStore(db, fault_hook=hook)
     store.enqueue(job())
     with pytest.raises(KeyboardInterrupt):
-        store.fetch_due(1, now=T0, lease=30)
+        claim(store, now=T0, lease=30)
     assert not store._conn.in_transaction
     assert can_write_now(other)
     store.close()
@@ -256,11 +257,11 @@ def test_wrapped_connection_factory_raising_inside_update(
     store = SqliteStore(db, connect=connect, busy_timeout_ms=50)
     store.enqueue(job())
     with pytest.raises(StoreError, match="user-defined function raised exception"):
-        store.fetch_due(1, now=T0, lease=30)
+        claim(store, now=T0, lease=30)
     assert not store._conn.in_transaction
     assert can_write_now(other)
     failing[0] = False
-    assert len(store.fetch_due(1, now=T0, lease=30)) == 1
+    assert len(claim(store, now=T0, lease=30)) == 1
     store.close()
 
 
@@ -281,13 +282,12 @@ def test_fault_at_single_statement_sites_changes_nothing(db: str) -> None:
     faults.arm("enqueue")
     with pytest.raises(StoreError):
         store.enqueue(job())
-    job_id = store.enqueue(job())
-    (row,) = store.fetch_due(1, now=T0, lease=30)
-    faults.arm("complete")
+    faults.arm("heartbeat")
+    store.register_worker(WorkerRow("w1", "h", 1, 1, "*", T0, T0))
     with pytest.raises(StoreError):
-        store.complete(job_id, attempt=row.attempts, now=T0)
-    assert store.get(job_id).status is JobStatus.RUNNING  # type: ignore[union-attr]
-    assert store.complete(job_id, attempt=row.attempts, now=T0)
+        store.heartbeat("w1", now=T0 + 5)
+    assert store.list_workers()[0].heartbeat_at == T0
+    assert store.heartbeat("w1", now=T0 + 6)
     store.close()
 
 
@@ -301,10 +301,10 @@ def test_mutant_without_rollback_wedges_the_store(
     store.enqueue(job())
     faults.arm("fetch.statement")
     with pytest.raises(StoreError):
-        store.fetch_due(1, now=T0, lease=30)
+        claim(store, now=T0, lease=30)
     assert store._conn.in_transaction
     with pytest.raises(StoreError, match="within a transaction"):
-        store.fetch_due(1, now=T0, lease=30)
+        claim(store, now=T0, lease=30)
     assert not can_write_now(other)
     monkeypatch.undo()
     store.close()  # close rolls back, releasing the lock
@@ -321,7 +321,7 @@ def test_repr_names_path_and_mmap(db: str) -> None:
 # -- sim/faults.py: the simulator's injector drives the same rollback paths -----------------
 
 
-@pytest.mark.parametrize("site", [s for s in FETCH_SITES if not s.startswith("complete_fetch.")])
+@pytest.mark.parametrize("site", FETCH_SITES)
 def test_fault_plan_every_fetch_site_rolls_back(
     db: str, other: sqlite3.Connection, site: str
 ) -> None:
@@ -329,18 +329,16 @@ def test_fault_plan_every_fetch_site_rolls_back(
     store = open_faulty_store(db, plan)
     store.enqueue(job())
     with pytest.raises(StoreError, match=f"sim fault at {site}"):
-        store.fetch_due(1, now=T0, lease=30)
+        claim(store, now=T0, lease=30)
     assert plan.injected == [Injection(site, FaultKind.ERROR, 1)]
     assert not store._conn.in_transaction
     assert can_write_now(other)
     plan.quiesce()
-    assert len(store.fetch_due(1, now=T0, lease=30)) == 1
+    assert len(claim(store, now=T0, lease=30)) == 1
     store.close()
 
 
-@pytest.mark.parametrize(
-    "site", [s for s in FETCH_SITES if not s.startswith("fetch.")] + ["fetch.statement"]
-)
+@pytest.mark.parametrize("site", FETCH_SITES)
 def test_a_fault_in_a_claim_made_with_a_completion_rolls_back_both(
     db: str, other: sqlite3.Connection, site: str
 ) -> None:
@@ -348,18 +346,18 @@ def test_a_fault_in_a_claim_made_with_a_completion_rolls_back_both(
     store = open_faulty_store(db, plan)
     plan.enabled = False
     first, second = store.enqueue_many([job(), job()])
-    (row,) = store.fetch_due(1, now=T0, lease=30)
+    (row,) = claim(store, now=T0, lease=30)
     plan.enabled = True
     with pytest.raises(StoreError, match=f"sim fault at {site}"):
-        store.complete_and_fetch([(first, row.attempts)], now=T0, worker=1, lease=30, limit=1)
+        store.claim("w1", now=T0, lease=30, limit=1, settle=[Settlement(first, row.attempts)])
     assert not store._conn.in_transaction
     assert can_write_now(other)
     # Neither half was kept: the job is still running under its claim, the next one pending.
     assert store.get(first).status is JobStatus.RUNNING  # type: ignore[union-attr]
     assert store.get(second).status is JobStatus.PENDING  # type: ignore[union-attr]
     plan.quiesce()
-    done, claimed = store.complete_and_fetch(
-        [(first, row.attempts)], now=T0, worker=1, lease=30, limit=1
+    done, claimed = store.claim(
+        "w1", now=T0, lease=30, limit=1, settle=[Settlement(first, row.attempts)]
     )
     assert done == [True]
     assert [r.id for r in claimed] == [second]
@@ -367,12 +365,10 @@ def test_a_fault_in_a_claim_made_with_a_completion_rolls_back_both(
 
 
 def test_fault_plan_locked_kind_surfaces_as_store_locked(db: str) -> None:
-    plan = FaultPlan(random.Random(1), {"complete": 1.0}, kinds={"complete": FaultKind.LOCKED})
+    plan = FaultPlan(random.Random(1), {"heartbeat": 1.0}, kinds={"heartbeat": FaultKind.LOCKED})
     store = open_faulty_store(db, plan)
-    job_id = store.enqueue(job())
-    (row,) = store.fetch_due(1, now=T0, lease=30)
     with pytest.raises(StoreLockedError):
-        store.complete(job_id, attempt=row.attempts, now=T0)
+        store.heartbeat("w1", now=T0)
     store.close()
 
 
@@ -395,9 +391,9 @@ def test_fault_plan_is_deterministic_and_two_level() -> None:
 
 def test_fault_plan_reports_injections() -> None:
     seen: list[Injection] = []
-    plan = FaultPlan(random.Random(0), {"enqueue": 1.0, "complete": 0.0}, on_inject=seen.append)
+    plan = FaultPlan(random.Random(0), {"enqueue": 1.0, "heartbeat": 0.0}, on_inject=seen.append)
     assert plan.rates == {"enqueue": 1.0}
-    plan.check("complete")
+    plan.check("heartbeat")
     with pytest.raises(sqlite3.OperationalError):
         plan("enqueue")
     assert seen == plan.injected == [Injection("enqueue", FaultKind.ERROR, 1)]
@@ -420,14 +416,15 @@ def test_lock_holder_makes_a_zero_timeout_store_locked(db: str) -> None:
 
 _CLAIMER = """
 import sys
+from reference.records import Settlement
 from reference.sqlite_store import SqliteStore
 store = SqliteStore(sys.argv[1])
-worker = int(sys.argv[2])
+owner = "w" + sys.argv[2]
 claimed = []
-while rows := store.fetch_due(worker, now=2e9, lease=30, limit=int(sys.argv[3])):
-    for row in rows:
-        assert store.complete(row.id, attempt=row.attempts, now=2e9)
-        claimed.append(row.id)
+while rows := store.claim(owner, now=2e9, lease=30, limit=int(sys.argv[3]))[1]:
+    done = [Settlement(row.id, row.attempts) for row in rows]
+    assert store.claim(owner, now=2e9, lease=30, limit=0, settle=done)[0] == [True] * len(rows)
+    claimed += [row.id for row in rows]
 store.close()
 print(" ".join(map(str, claimed)))
 """

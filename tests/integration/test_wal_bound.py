@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import reference.sqlite_store as sqlite_store
 from reference.records import NewJob
 from reference.sqlite_store import SqliteStore
+from tests.storeops import claim, record
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,9 +37,9 @@ def test_two_writers_taking_turns_keep_the_wal_near_its_bound(
         for i in range(3000):
             writer = a if i % 2 else b
             writer.enqueue(NewJob("app.Job", payload, "{}", T0, T0))
-            claimed = (b if i % 2 else a).fetch_due(1, now=T0 + 1, lease=30.0, limit=1)
+            claimed = claim(b if i % 2 else a, now=T0 + 1, lease=30.0)
             for row in claimed:
-                writer.complete(row.id, attempt=row.attempts, now=T0 + 2)
+                record(writer, row.id, row.attempts, now=T0 + 2)
             largest = max(largest, os.stat(wal).st_size)
         written = 3000 * 8000
     finally:

@@ -20,6 +20,7 @@ import pytest
 from reference.consumer import STORE_GIVE_UP
 from reference.counters import SEGMENT_SIZE, BufferCounters
 from reference.errors import StoreError, StoreUnusableError
+from reference.liveness import never_gone
 from reference.options import JobOptions
 from reference.producer import Producer
 from reference.records import JobRow, JobStatus, LogEvent, NewJob, WorkerRow
@@ -46,7 +47,7 @@ from tests.unit.engine_jobs import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -77,6 +78,7 @@ class Rig:
         poll: float = 5.0,
         producer_rng: random.Random | None = None,
         entries: Sequence[ScheduleEntry] = (),
+        gone: Callable[[WorkerRow], bool] = never_gone,
     ) -> None:
         loop = asyncio.get_running_loop()
         assert hasattr(loop, "now_ns")
@@ -109,6 +111,7 @@ class Rig:
                 peers=dict(self.addresses),
                 poll_interval=poll,
                 lease=lease,
+                gone=gone,
             )
             self.workers[i] = Worker(
                 runtime, index=i, entries=entries, concurrency=concurrency, queue=wiring
@@ -146,7 +149,8 @@ class Rig:
         return row
 
     def running_of(self, worker: int) -> int:
-        return sum(1 for r in self.store.list_jobs(JobStatus.RUNNING) if r.locked_by == worker)
+        owner = f"worker-{worker}"  # the wiring gives no owner id: the consumer's default
+        return sum(1 for r in self.store.list_jobs(JobStatus.RUNNING) if r.locked_by == owner)
 
     def events(self, event: LogEvent) -> list[tuple[float, int, dict[str, Any]]]:
         return [(r.ns / 1e9, r.host, r.fields) for r in self.trace.of(event.value)]
@@ -412,48 +416,82 @@ def test_unknown_job_name_fails_at_once_without_retry_or_import(tmp_path: Path) 
 # -- recovery and leases ---------------------------------------------------------------------
 
 
-def test_startup_requeues_this_workers_running_rows(tmp_path: Path) -> None:
+def _claim_for(store: SqliteStore, owner: str, *, now: float, lease: float = 60.0) -> int:
+    """Register `owner` (heartbeat at `now`) and claim one due job for it; its id."""
+    store.register_worker(WorkerRow(owner, "test-host", 4242, 9, "*", now, now))
+    (row,) = store.claim(owner, now=now, lease=lease, limit=1)[1]
+    return row.id
+
+
+def test_startup_requeues_the_running_jobs_of_a_gone_predecessor(tmp_path: Path) -> None:
     async def main() -> tuple[JobRow, JobRow]:
-        async with Rig(tmp_path / "q.db") as rig:
+        # A previous life of this worker (its process gone, as the probe says) left `mine`
+        # running; a live peer holds `theirs`.
+        async with Rig(tmp_path / "q.db", gone=lambda row: row.owner == "old-1") as rig:
             now = rig.clock.realtime()
             mine = rig.enqueue(Noop, "mine")
             theirs = rig.enqueue(Noop, "theirs")
-            # A previous life of worker 1 claimed `mine`; a live worker 2 holds `theirs`.
-            assert [r.id for r in rig.store.fetch_due(1, now=now, lease=60.0)] == [mine]
-            assert [r.id for r in rig.store.fetch_due(2, now=now, lease=600.0)] == [theirs]
+            assert _claim_for(rig.store, "old-1", now=now) == mine
+            assert _claim_for(rig.store, "live-2", now=now, lease=600.0) == theirs
             await rig.start()
             await wait_until(lambda: rig.row(mine).status is JobStatus.DONE, 10)
-            await asyncio.sleep(20.0)
+            for _ in range(4):  # the live peer keeps beating
+                await asyncio.sleep(10.0)
+                rig.store.heartbeat("live-2", now=rig.clock.realtime())
             await rig.stop()
             return rig.row(mine), rig.row(theirs)
 
     mine, theirs = run_virtual(main)
     assert mine.attempts == 2
     assert starts("mine") == [pytest.approx(0.0, abs=0.02)]
-    assert theirs.status is JobStatus.RUNNING  # another worker's live lease is left alone
-    assert theirs.locked_by == 2
+    assert theirs.status is JobStatus.RUNNING  # a live owner's job is left alone
+    assert theirs.locked_by == "live-2"
 
 
-def test_expired_lease_of_another_worker_is_requeued_and_run(tmp_path: Path) -> None:
+def test_a_silent_peer_is_judged_dead_after_a_lease_and_its_job_run(tmp_path: Path) -> None:
     async def main() -> tuple[JobRow, JobRow]:
         async with Rig(tmp_path / "q.db", lease=60.0) as rig:
             now = rig.clock.realtime()
-            dead = rig.enqueue(Noop, "dead")
-            later = rig.enqueue(Noop, "later")
-            # Worker 2 claimed both and vanished: one lease ended long ago, one ends at t=10.
-            assert [r.id for r in rig.store.fetch_due(2, now=now, lease=-100.0)] == [dead]
-            assert [r.id for r in rig.store.fetch_due(2, now=now, lease=10.0)] == [later]
+            silent = rig.enqueue(Noop, "silent")
+            ghost = rig.enqueue(Noop, "ghost")
+            # A peer on another host claimed `silent` and never beat again; `ghost` was
+            # claimed by an owner with no row (wave 1's rows), its lease long over.
+            assert _claim_for(rig.store, "peer-2", now=now) == silent
+            (row,) = rig.store.claim("ghost", now=now, lease=-100.0, limit=1)[1]
+            assert row.id == ghost
             await rig.start()
-            await wait_until(lambda: rig.row(later).status is JobStatus.DONE, 120)
+            await wait_until(lambda: rig.row(silent).status is JobStatus.DONE, 120)
             await rig.stop()
-            return rig.row(dead), rig.row(later)
+            return rig.row(silent), rig.row(ghost)
 
-    dead, later = run_virtual(main)
-    assert (dead.status, dead.attempts, dead.locked_by) == (JobStatus.DONE, 2, 1)
-    assert starts("dead") == [pytest.approx(0.0, abs=0.02)]  # at start-up recovery
-    assert later.attempts == 2
-    # Found by the maintenance sweep (every lease/2 = 30 s), not left running forever.
-    assert starts("later") == [pytest.approx(30.0, abs=0.05)]
+    silent, ghost = run_virtual(main)
+    assert (silent.status, silent.attempts, silent.locked_by) == (JobStatus.DONE, 2, "worker-1")
+    assert starts("ghost") == [pytest.approx(0.0, abs=0.02)]  # at start-up recovery
+    # Watched from start-up on: its heartbeat unchanged for a lease, judged at the next
+    # maintenance pass (every lease/6 = 10 s).
+    assert starts("silent") == [pytest.approx(60.0, abs=0.05)]
+    assert ghost.status is JobStatus.DONE
+
+
+def test_a_live_peers_job_is_never_taken_past_its_lease(tmp_path: Path) -> None:
+    """The two-supervisor bug: a running job whose lease looks over (a clock step, a slow
+    renewal) but whose owner keeps beating stays with its owner."""
+
+    async def main() -> JobRow:
+        async with Rig(tmp_path / "q.db", lease=60.0) as rig:
+            now = rig.clock.realtime()
+            job_id = rig.enqueue(Noop, "theirs")
+            assert _claim_for(rig.store, "peer-2", now=now, lease=-100.0) == job_id
+            await rig.start()
+            for _ in range(20):  # 200 s: more than three leases
+                await asyncio.sleep(10.0)
+                rig.store.heartbeat("peer-2", now=rig.clock.realtime())
+            await rig.stop()
+            return rig.row(job_id)
+
+    row = run_virtual(main)
+    assert (row.status, row.locked_by, row.attempts) == (JobStatus.RUNNING, "peer-2", 1)
+    assert starts("theirs") == []
 
 
 def test_long_job_keeps_its_lease_renewed(tmp_path: Path) -> None:
@@ -613,18 +651,18 @@ def test_a_slot_a_scheduled_run_frees_after_a_wake_up_filled_the_rest_is_not_lef
 
 
 @pytest.mark.parametrize("where", ["wake-up", "flush"])
-def test_a_bug_in_a_loop_callback_stops_the_worker_as_a_task_error_would(
+def test_a_bug_in_the_claim_path_stops_the_worker_as_a_task_error_would(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    # Wake-ups and batched completions run as loop callbacks, not tasks: an exception
-    # there would reach only the loop's exception handler if nothing carried it out.
+    # Wake-ups only signal the serve loop, and outcomes are recorded by it: a bug in
+    # handing a wake-up on or in reporting an outcome ends the worker with that error,
+    # never only in the loop's exception handler.
     from reference.consumer import Consumer
 
     def boom(*_args: object) -> None:
         raise RuntimeError(f"bug in the {where} callback")
 
-    # The serve loop calls neither: only the callbacks do.
-    target = "_claimable" if where == "wake-up" else "_flush"
+    target = "_hand_on_rings" if where == "wake-up" else "_report"
     monkeypatch.setattr(Consumer, target, boom)
 
     async def main() -> BaseException | None:

@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 
 from reference import Job
-from reference.records import LogEvent, NewJob
+from reference.records import LogEvent, NewJob, WorkerRow
 from reference.sqlite_store import SqliteStore
 from sim.faults import LockHolder
 from sim.host import Host, QueueSpec
@@ -26,7 +26,9 @@ def test_recovery_waits_out_a_locked_database() -> None:
     store = SqliteStore(path)
     now = world.clock.realtime()
     job_id = store.enqueue(NewJob(f"{__name__}.RecoveryNoop", "[]", "{}", now, now))
-    assert store.fetch_due(1, now=now, lease=3600, limit=1)  # left running by worker 1
+    # Left running by a previous life of worker 1 (its process is gone) with a long lease.
+    store.register_worker(WorkerRow("sim:1.0", "sim", 1000, 1, "*", now, now))
+    assert store.claim("sim:1.0", now=now, lease=3600, limit=1)[1]
     store.close()
     holder = LockHolder(path)
     spec = QueueSpec(open_store=lambda _i: SqliteStore(path, busy_timeout_ms=0), peers=(1,))
