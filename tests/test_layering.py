@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "reference.observe": 0,
     # 1: domain
     "reference.job": 1,
+    "reference.payload": 1,
     "reference.registry": 1,
     "reference.schedule": 1,
     "reference.store": 1,
