@@ -120,7 +120,7 @@ class StoreStats:
 class NewSchedule:
     """A schedule entry as a worker syncs it into the `schedules` table at start.
 
-    `spec` is the entry's trigger as text ("every 60", "cron 0 3 * * * Europe/Berlin"): a
+    `spec` is the entry's trigger as text ("every 60.0", "cron 0 3 * * * Europe/Berlin"): a
     row whose stored spec differs was changed in the file and takes `next_fire` afresh;
     an unchanged row keeps its own (so cadence survives restarts). `queue` and `priority`
     are recorded for the job-life work that follows; jobs have no queues yet.
