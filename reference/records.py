@@ -26,6 +26,7 @@ class LogEvent(StrEnum):
     WORKER_STOPPING = "worker_stopping"
     WORKER_STOPPED = "worker_stopped"
     ENTRY_SCHEDULED = "entry_scheduled"
+    ENTRY_FIRED = "entry_fired"  # a worker won a schedule row's tick (claim_fire) and fires it
     JOB_STARTED = "job_started"
     JOB_SUCCEEDED = "job_succeeded"
     JOB_ABANDONED = "job_abandoned"
@@ -128,7 +129,7 @@ class NewSchedule:
 
     name: str
     spec: str
-    next_fire: float  # POSIX seconds: the first fire if the row is new or its spec changed
+    next_fire: float | None  # POSIX s: the first fire if the row is new or its spec changed
     class_name: str
     args: str = "[]"  # JSON array, already validated
     queue: str = "default"

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "reference.transport": 1,
     # 2: engine
     "reference.scheduler": 2,
+    "reference.row_scheduler": 2,
     "reference.runner": 2,
     "reference.producer": 2,
     "reference.waker": 2,
