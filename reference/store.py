@@ -192,3 +192,7 @@ class ScheduleStore(Protocol):
     def set_paused(self, name: str, paused: bool) -> bool:
         """Pause (no tick is claimed) or resume an entry; False if it has no row."""
         ...
+
+    def close(self) -> None:
+        """Close the store; idempotent."""
+        ...

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from reference.job import Job
     from reference.schedule import ScheduleEntry
-    from reference.store import Store
+    from reference.store import ScheduleStore, Store
     from sim.world import World
 
 SOCKET_DIR = "/sim/sockets"
@@ -45,18 +45,30 @@ class QueueSpec:
     poll_interval: float = POLL_INTERVAL  # the runtime's defaults, not restated
     lease: float = DEFAULT_LEASE
     addresses: dict[int, str] = field(default_factory=dict)
+    # The `schedules` rows' store (one more connection per host, as `reference.worker` opens
+    # one); None: hosts fire their entries from memory, sharded as given.
+    open_schedules: Callable[[int], ScheduleStore] | None = None
 
     def address(self, index: int) -> str:
         return self.addresses.get(index) or socket_address(SOCKET_DIR, index)
 
 
-def sqlite_queue(world: World, path: str, workers: int) -> QueueSpec:
+def sqlite_queue(
+    world: World, path: str, workers: int, *, schedule_rows: bool = False
+) -> QueueSpec:
     """Create the queue database at `path` (as the supervisor does, before any worker
-    starts) and a spec whose hosts 1..`workers` each open their own connection to it."""
+    starts) and a spec whose hosts 1..`workers` each open their own connection to it.
+
+    `schedule_rows`: hosts fire schedule entries from the `schedules` rows, as production
+    workers do (each host then loads the whole schedule; placement picks who tries first).
+    """
     SqliteStore.create_schema(path)
     return QueueSpec(
         open_store=lambda _host: SqliteStore(path, busy_timeout_ms=0),
         peers=tuple(range(1, workers + 1)),
+        open_schedules=(lambda _host: SqliteStore(path, busy_timeout_ms=0))
+        if schedule_rows
+        else None,
     )
 
 
@@ -140,6 +152,7 @@ class Host:
         self.offload = InlineOffload()
         self.worker: Worker | None = None
         self.store: Store | None = None
+        self.schedule_store: ScheduleStore | None = None
         self.incarnation = 0
         # Errors that killed this host's worker (not crashes we injected): a runtime bug.
         self.failures: list[str] = []
@@ -182,12 +195,15 @@ class Host:
                 host="sim",
                 pid=self.index * 1000 + self.incarnation,
             )
+        if self.queue is not None and self.queue.open_schedules is not None and self.entries:
+            self.schedule_store = self.queue.open_schedules(self.index)
         self.worker = Worker(
             runtime,
             index=self.index,
             entries=self.entries,
             concurrency=self.concurrency,
             queue=wiring,
+            schedules=self.schedule_store,
         )
         world.emit("host_start", host=self.index, incarnation=self.incarnation)
         self._task = world.loop.create_task(self.worker.run(), name=f"host{self.index}")
@@ -235,6 +251,9 @@ class Host:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.schedule_store is not None:
+            self.schedule_store.close()
+            self.schedule_store = None
 
     def close(self) -> None:
         if self._task is not None and not self._task.done():

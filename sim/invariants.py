@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -383,3 +384,45 @@ def queue_history(world: World, policies: Mapping[str, JobOptions] | None = None
         no_stale_outcome(world.trace),
         retry_spacing(world.trace, wall, policies or {}),
     ]
+
+
+# -- schedule rows (issue 13: each tick fires once across every worker) ----------------------
+
+
+def fires(trace: Trace) -> dict[str, list[tuple[float, int, float]]]:
+    """(virtual s, host, tick) of every fire claimed from a `schedules` row, per entry."""
+    out: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
+    for r in trace.of(LogEvent.ENTRY_FIRED.value):
+        tick = r.get("tick")
+        assert isinstance(tick, float)
+        out[str(r.get("entry"))].append((r.ns / NS, r.host, tick))
+    return out
+
+
+def each_tick_fires_once(trace: Trace) -> Check:
+    """No (entry, tick) is fired twice, by one worker or by two (the CAS on next_fire)."""
+    seen: dict[tuple[str, float], int] = {}
+    for entry, rows in sorted(fires(trace).items()):
+        for at, host, tick in rows:
+            if (entry, tick) in seen:
+                return Check(
+                    "each tick fires at most once across the world",
+                    False,
+                    f"{entry} tick {tick:.3f} fired by host {seen[(entry, tick)]} and again by"
+                    f" host {host} at {at:.3f}s",
+                )
+            seen[(entry, tick)] = host
+    return Check("each tick fires at most once across the world", True, f"{len(seen)} ticks")
+
+
+def fire_gaps(
+    trace: Trace, entry: str, *, most: float, start: float = 0.0, end: float = math.inf
+) -> Check:
+    """Between `start` and `end` (virtual s), `entry` never goes more than `most` s unfired."""
+    times = [start, *(at for at, _, _ in fires(trace).get(entry, []) if start <= at <= end), end]
+    worst = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    return Check(
+        f"{entry} fires at least every {most:g} s",
+        worst <= most + EPS,
+        f"longest gap {worst:.3f} s over {len(times) - 2} fires",
+    )

@@ -162,6 +162,18 @@ def _complete_then_fetch_apart(
     return done, self.fetch_due(worker, now=now, lease=lease, limit=limit)
 
 
+# A compare-and-set that forgets to compare: any claimant "wins" the tick it read, so two
+# workers that read one next_fire both fire it. (`?4 IS NOT NULL` takes the expected value.)
+_CLAIM_FIRE_WITHOUT_EXPECTED = reference.sqlite_store._CLAIM_FIRE.replace(
+    "next_fire = ?4", "?4 IS NOT NULL"
+)
+# Cadence from each start: every sync gives every row a fresh next_fire (start + jitter +
+# every), as the in-memory scheduler does, so frequent restarts starve long intervals.
+_SYNC_RESETS_CADENCE = reference.sqlite_store._SYNC_SCHEDULE.replace(
+    "CASE WHEN spec = excluded.spec THEN next_fire ELSE excluded.next_fire END",
+    "excluded.next_fire",
+)
+
 _FETCH_ANY_TIME = reference.sqlite_store._FETCH.replace("run_at <= ?", "? IS NOT NULL")
 
 # Wave 1's re-queue: a run whose worker died goes back to pending with no crash counted, so a
@@ -258,6 +270,20 @@ MUTANTS: tuple[Mutant, ...] = (
         restores="retries stop one attempt early (`<` for `<=`)",
         caught_by=("fetch_error_rollback",),
         replacement=_retry_off_by_one,
+    ),
+    Mutant(
+        name="schedule_cas_without_expected",
+        target="reference.sqlite_store:_CLAIM_FIRE",
+        restores="claim_fire updates the row without comparing next_fire to the value read",
+        caught_by=("placement_failover", "rolling_restarts"),
+        replacement=_CLAIM_FIRE_WITHOUT_EXPECTED,
+    ),
+    Mutant(
+        name="schedule_cadence_from_start",
+        target="reference.sqlite_store:_SYNC_SCHEDULE",
+        restores="every start resets an entry's next fire (cadence from start, not last fire)",
+        caught_by=("rolling_restarts",),
+        replacement=_SYNC_RESETS_CADENCE,
     ),
     Mutant(
         name="fetch_ignores_run_at",

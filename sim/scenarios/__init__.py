@@ -9,6 +9,7 @@ from sim.scenarios import (
     cron_overlap,
     fetch_rollback,
     lease_takeover,
+    placement_failover,
     poison_jobs,
     ring_fallback,
     shared_slots,
@@ -27,6 +28,7 @@ CATALOG: tuple[Scenario, ...] = (
     swarm.SCENARIO,
     poison_jobs.SCENARIO,
     lease_takeover.SCENARIO,
+    placement_failover.SCENARIO,
 )
 
 
