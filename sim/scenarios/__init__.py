@@ -12,6 +12,7 @@ from sim.scenarios import (
     placement_failover,
     poison_jobs,
     ring_fallback,
+    rolling_restarts,
     shared_slots,
     swarm,
 )
@@ -29,6 +30,7 @@ CATALOG: tuple[Scenario, ...] = (
     poison_jobs.SCENARIO,
     lease_takeover.SCENARIO,
     placement_failover.SCENARIO,
+    rolling_restarts.SCENARIO,
 )
 
 
