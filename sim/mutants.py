@@ -275,7 +275,7 @@ MUTANTS: tuple[Mutant, ...] = (
         name="schedule_cas_without_expected",
         target="reference.sqlite_store:_CLAIM_FIRE",
         restores="claim_fire updates the row without comparing next_fire to the value read",
-        caught_by=("placement_failover", "rolling_restarts"),
+        caught_by=("placement_failover",),
         replacement=_CLAIM_FIRE_WITHOUT_EXPECTED,
     ),
     Mutant(

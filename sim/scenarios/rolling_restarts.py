@@ -3,7 +3,7 @@
 Three workers share one database and the whole schedule (an `every: 600` entry, an
 `every: 40` one and a per-minute cron, placed by crc32). Every 60-180 virtual seconds one
 worker (in turn) is killed or stopped gracefully, then started again a few seconds later,
-for four hours, so every worker restarts far more often than the long entry's period. With
+for two hours, so every worker restarts far more often than the long entry's period. With
 cadence from each start (a fresh `now + jitter + every` per boot) the `every: 600` entry
 would never fire; from its row it fires every 600 s whatever restarts. A tick due while its
 placed worker is down is fired by a peer after the grace; when the placed worker is back,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sim.world import World
 
 WORKERS = 3
-HOURS = 4.0
+HOURS = 2.0
 LONG, SHORT, MINUTE = "long_600", "short_40", "cron_minute"
 PERIODS = {LONG: 600.0, SHORT: 40.0, MINUTE: 60.0}
 DOWN = (2.0, 8.0)  # seconds a restarted worker stays down
@@ -124,7 +124,7 @@ def checks(world: World) -> list[Check]:
 
 SCENARIO = Scenario(
     name="rolling_restarts",
-    summary="workers restarted one at a time for 4 h; an every: 600 entry keeps its cadence",
+    summary="workers restarted one at a time for 2 h; an every: 600 entry keeps its cadence",
     seeds=(1, 2, 3, 4, 5),
     main=main,
     checks=checks,
