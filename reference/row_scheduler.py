@@ -252,7 +252,15 @@ class RowScheduler(Scheduler):
                 # Not this worker's to fire first (or paused): read before writing; most
                 # of the time the placed worker has moved the row on already.
                 row = self._store.get_schedule(name)
-                if row is None or (row.next_fire, row.paused) != (rs.expected, rs.paused):
+                if (
+                    row is None
+                    or row.paused
+                    or (row.next_fire, row.paused)
+                    != (
+                        rs.expected,
+                        rs.paused,
+                    )
+                ):
                     return self._adopt(rs, row)
             return self._claim(rs, stopping, tasks)
         except StoreError as exc:
@@ -297,6 +305,14 @@ class RowScheduler(Scheduler):
                 self._observer.emit(
                     LogEvent.ENTRY_FIRED, entry=entry.name, tick=tick, worker=self._index
                 )
+                if not (rs.placed or rs.acting):
+                    logger.info(
+                        "worker %d fires %s in its placed worker %d's stead (it missed a tick)",
+                        self._index,
+                        entry.name,
+                        entry.worker,
+                        extra={"event": LogEvent.ENTRY_FIRED, "entry": entry.name},
+                    )
                 self.start_run(state, stopping, tasks)
         if not won:
             return self._adopt(rs, self._store.get_schedule(entry.name))
