@@ -252,16 +252,8 @@ class RowScheduler(Scheduler):
                 # Not this worker's to fire first (or paused): read before writing; most
                 # of the time the placed worker has moved the row on already.
                 row = self._store.get_schedule(name)
-                if (
-                    row is None
-                    or row.paused
-                    or (row.next_fire, row.paused)
-                    != (
-                        rs.expected,
-                        rs.paused,
-                    )
-                ):
-                    return self._adopt(rs, row)
+                if row is None or row.paused or rs.paused or row.next_fire != rs.expected:
+                    return self._adopt(rs, row)  # moved on, paused, or just resumed
             return self._claim(rs, stopping, tasks)
         except StoreError as exc:
             logger.warning(
