@@ -10,6 +10,7 @@ import random
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -20,6 +21,7 @@ from reference.row_scheduler import PAUSE_RECHECK, PLACEMENT_GRACE
 from reference.runtime import Runtime, Worker
 from reference.schedule import ScheduleEntry
 from reference.sqlite_store import SqliteStore
+from reference.triggers import CronSchedule
 from sim.clock import SimClock, SkewProgram
 from sim.offload import InlineOffload
 from sim.trace import HostObserver, Trace
@@ -251,3 +253,66 @@ def test_a_clock_step_back_neither_refires_a_tick_nor_starves_the_entry(tmp_path
     assert len(set(ticks)) == len(ticks)
     assert gaps([at for at, _, _ in fires]) == pytest.approx([10.0] * (len(fires) - 1))
     assert len(fires) >= 10
+
+
+def test_an_overlapping_tick_is_skipped_once_by_cas_and_counted(tmp_path: Path) -> None:
+    slow = ScheduleEntry(
+        name="slow", job_class=timed_job("slow", 25.0), every=10.0, timeout=60.0, worker=1
+    )
+
+    async def main() -> Cluster:
+        c = Cluster(tmp_path / "q.db", [slow])
+        c.start(1)
+        c.start(2)
+        await asyncio.sleep(100.0)
+        await c.stop_all()
+        return c
+
+    c = run_virtual(main)
+    fires = c.fires("slow")
+    # A 25 s run on a 10 s cadence: each run is followed by two skipped ticks.
+    assert c.skips("slow") >= 2 * (len(fires) - 1)
+    assert {w for _, w, _ in fires} == {1}
+    with _open(c.db) as store:
+        row = store.get_schedule("slow")
+    assert row is not None
+    assert (row.fires, row.skips) == (len(fires), c.skips("slow"))
+
+
+def test_a_clock_step_forward_does_not_burst(tmp_path: Path) -> None:
+    async def main() -> Cluster:
+        skew = SkewProgram([(35.0, 3600.0)])
+        c = Cluster(tmp_path / "q.db", [every("tick", 10.0)], skew=skew)
+        c.start(1)
+        await asyncio.sleep(100.0)
+        await c.stop_all()
+        return c
+
+    c = run_virtual(main)
+    times = [at for at, _, _ in c.fires("tick")]
+    # One fire per 10 s of real time across the hour jumped over: no catch-up of 360 ticks.
+    assert gaps(times) == pytest.approx([10.0] * (len(times) - 1))
+    assert 8 <= len(times) <= 10
+
+
+def test_a_cron_entry_fires_each_minute_slot_once_from_two_workers(tmp_path: Path) -> None:
+    minute = ScheduleEntry(
+        name="minute",
+        job_class=timed_job("minute", 1.0),
+        cron=CronSchedule("* * * * *", ZoneInfo("UTC")),
+        timeout=30.0,
+        worker=2,
+    )
+
+    async def main() -> Cluster:
+        c = Cluster(tmp_path / "q.db", [minute])
+        c.start(1)
+        c.start(2)
+        await asyncio.sleep(600.0)
+        await c.stop_all()
+        return c
+
+    c = run_virtual(main)
+    fires = c.fires("minute")
+    assert [t - T0 for _, _, t in fires] == [60.0 * k for k in range(1, 11)]
+    assert {w for _, w, _ in fires} == {2}
