@@ -73,7 +73,7 @@ PLACEMENT_GRACE = 5.0
 """Seconds a worker that is not an entry's placed worker waits past a tick before it fires
 it: long enough that a live placed worker (woken on time, one SQLite write) always wins,
 short enough that a dead one delays its entries by only this much."""
-PAUSE_RECHECK = 5.0
+PAUSE_RECHECK = 2.0
 """How often (seconds) a paused entry's row is read again, to notice `resume`."""
 STORE_RETRY = 1.0
 """Seconds before an entry whose row could not be read or written is tried again."""

@@ -80,9 +80,10 @@ def test_two_supervisors_on_one_database_fire_each_tick_once(ws: Workspace) -> N
     path = _schedule(ws, _every("tick", 1, ws.ledger) + _every("later", 3600, ws.ledger))
     common = ["--workers", "2", "--schedule", str(path), "--db", str(ws.db)]
     first = ws.worker(*common, "--socket-dir", str(ws.root / "a"), queue=False)
-    first.wait_log("worker 2 started")
     second = ws.worker(*common, "--socket-dir", str(ws.root / "b"), queue=False)
-    second.wait_log("worker 2 started")
+    for proc in (first, second):
+        proc.wait_log("worker 1 started")
+        proc.wait_log("worker 2 started")
     start = _fires(ws.ledger, "tick")
     began = time.monotonic()
     time.sleep(6.0)
@@ -104,10 +105,10 @@ def test_two_supervisors_on_one_database_fire_each_tick_once(ws: Workspace) -> N
     assert paused.returncode == 0, paused.stderr
     assert paused.stdout.strip() == "schedule entry tick paused"
     assert " yes " in ws.queue_cli("schedules").stdout
-    time.sleep(1.2)  # lets a fire that had claimed its tick before the pause land
+    time.sleep(0.8)  # lets a fire that had claimed its tick before the pause land
     frozen = _fires(ws.ledger, "tick")
-    time.sleep(2.0)
-    assert _fires(ws.ledger, "tick") == frozen  # paused: 2 s of a 1 s entry, no fire
+    time.sleep(1.6)
+    assert _fires(ws.ledger, "tick") == frozen  # paused: 1.6 s of a 1 s entry, no fire
     assert ws.queue_cli("resume", "tick").returncode == 0
     wait_until(lambda: _fires(ws.ledger, "tick") > frozen, what="a fire after resume")
 
