@@ -813,25 +813,22 @@ class SqliteStore:
 
     def set_paused(self, name: str, paused: bool) -> bool:
         """Pause (no tick is claimed) or resume an entry; False if it has no row."""
-        if not self._has_schedules():
-            return False
-        return (
-            self._write(
-                "schedule", "UPDATE schedules SET paused = ? WHERE name = ?", (int(paused), name)
-            )
-            == 1
-        )
+        try:
+            sql = "UPDATE schedules SET paused = ? WHERE name = ?"
+            return self._write("schedule", sql, (int(paused), name)) == 1
+        except StoreError as exc:
+            if _no_schedules_table(exc):
+                return False  # no worker with a schedule has opened this file yet
+            raise
 
     def _schedule_rows(self, where: str, params: tuple[Any, ...]) -> list[ScheduleRow]:
-        if not self._has_schedules():
-            return []  # a file no worker with a schedule has opened yet (read-only CLI)
-        rows = self._read(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules{where}", params)
+        try:
+            rows = self._read(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules{where}", params)
+        except StoreError as exc:
+            if _no_schedules_table(exc):
+                return []  # no worker with a schedule has opened this file yet
+            raise
         return [_schedule_row(r) for r in rows]
-
-    def _has_schedules(self) -> bool:
-        return bool(
-            self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schedules'")
-        )
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -910,3 +907,9 @@ def _schedule_row(r: tuple[Any, ...]) -> ScheduleRow:
     return ScheduleRow(
         name, spec, next_fire, last_fire, bool(paused), fires, skips, cls, args, queue, prio, synced
     )
+
+
+def _no_schedules_table(exc: StoreError) -> bool:
+    """True if `exc` is SQLite's "no such table: schedules" (a file from before the table)."""
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and "no such table: schedules" in str(cause)
