@@ -59,19 +59,15 @@ def entry_name(worker: int) -> str:
 
 async def main(world: World) -> None:
     path = db_path(world)
-    spec = sqlite_queue(world, path, WORKERS)
+    spec = sqlite_queue(world, path, WORKERS, schedule_rows=True)
+    # As production workers do, every host loads the whole schedule from the rows; each
+    # entry is pinned to (placed on) its own worker, which fires it.
+    entries = [
+        ScheduleEntry(name=entry_name(i), job_class=Tick, every=PERIOD, timeout=60.0, worker=i)
+        for i in range(1, WORKERS + 1)
+    ]
     hosts = [
-        Host(
-            world,
-            i,
-            entries=[
-                ScheduleEntry(
-                    name=entry_name(i), job_class=Tick, every=PERIOD, timeout=60.0, worker=i
-                )
-            ],
-            concurrency=CONCURRENCY,
-            queue=spec,
-        )
+        Host(world, i, entries=entries, concurrency=CONCURRENCY, queue=spec)
         for i in range(1, WORKERS + 1)
     ]
     await poisson_load(
