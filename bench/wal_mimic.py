@@ -4,7 +4,7 @@ Owns the experiment behind the WAL figure's analysis. The workers' own checkpoin
 be changed from the bench (they are other processes, and `reference/` is not the bench's
 to edit), so two processes here run the worker's steady state in bare sqlite3 with the
 store's schema, SQL and pragmas: one `BEGIN IMMEDIATE` per cycle that completes the jobs
-claimed last time and claims up to `--claim` more (`complete_and_fetch`), waiting for the
+claimed last time and claims up to `--claim` more (`claim(settle=...)`), waiting for the
 lock with the store's back-off (20 µs doubling to 0.5 ms) or SQLite's busy handler.
 Then, one variant at a time: a checkpoint every `--every` seconds (or whenever the -wal
 file passes `--over` MiB) from writer 1, in `--mode` PASSIVE, RESTART or TRUNCATE, and/or

@@ -26,6 +26,7 @@ class LogEvent(StrEnum):
     WORKER_STOPPING = "worker_stopping"
     WORKER_STOPPED = "worker_stopped"
     ENTRY_SCHEDULED = "entry_scheduled"
+    ENTRY_FIRED = "entry_fired"  # a worker won a schedule row's tick (claim_fire) and fires it
     JOB_STARTED = "job_started"
     JOB_SUCCEEDED = "job_succeeded"
     JOB_ABANDONED = "job_abandoned"
@@ -128,3 +129,44 @@ class StoreStats:
     @property
     def total(self) -> int:
         return self.pending + self.running + self.done + self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    """A schedule entry as a worker syncs it into the `schedules` table at start.
+
+    `spec` is the entry's trigger as text ("every 60.0", "cron 0 3 * * * Europe/Berlin"): a
+    row whose stored spec differs was changed in the file and takes `next_fire` afresh;
+    an unchanged row keeps its own (so cadence survives restarts). `queue` and `priority`
+    are recorded for the job-life work that follows; jobs have no queues yet.
+    """
+
+    name: str
+    spec: str
+    next_fire: float | None  # POSIX s: the first fire if the row is new or its spec changed
+    class_name: str
+    args: str = "[]"  # JSON array, already validated
+    queue: str = "default"
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One row of the `schedules` table; times are POSIX seconds.
+
+    `next_fire` None: a cron entry that has no fire time left (retired for good).
+    `fires` and `skips` count claimed ticks that ran and ticks given up (overlap, misfire).
+    """
+
+    name: str
+    spec: str
+    next_fire: float | None
+    last_fire: float | None
+    paused: bool
+    fires: int
+    skips: int
+    class_name: str
+    args: str
+    queue: str
+    priority: int
+    synced_at: float

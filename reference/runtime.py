@@ -17,6 +17,7 @@ from reference.config import DEFAULT_CONCURRENCY
 from reference.consumer import Consumer, QueueWiring
 from reference.observe import NULL_OBSERVER
 from reference.records import LogEvent
+from reference.row_scheduler import RowScheduler
 from reference.runner import Runner, Slots
 from reference.scheduler import Scheduler
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from reference.registry import Registry
     from reference.runner import Offload
     from reference.schedule import ScheduleEntry
+    from reference.store import ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,12 @@ class Runtime:
 
 
 class Worker:
-    """One worker: its schedule entries and, if wired, the queue consumer, on one loop."""
+    """One worker: its schedule entries and, if wired, the queue consumer, on one loop.
+
+    With a `schedules` store, `entries` is the whole schedule and each tick is fired from
+    its row by whichever worker claims it (`RowScheduler`); without one, `entries` are
+    this worker's shard (`schedule.entries_for`), fired from memory (`Scheduler`).
+    """
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class Worker:
         entries: Sequence[ScheduleEntry] = (),
         concurrency: int = DEFAULT_CONCURRENCY,
         queue: QueueWiring | None = None,
+        schedules: ScheduleStore | None = None,
     ) -> None:
         self.runtime = runtime
         self.index = index
@@ -68,15 +76,29 @@ class Worker:
             observer=runtime.observer,
             worker=index,
         )
-        self.scheduler = Scheduler(
-            entries,
-            clock=runtime.clock,
-            rng=runtime.rng,
-            runner=self.runner,
-            slots=self.slots,
-            counters=runtime.counters,
-            observer=runtime.observer,
-        )
+        self.scheduler: Scheduler
+        if schedules is not None:
+            self.scheduler = RowScheduler(
+                entries,
+                store=schedules,
+                index=index,
+                clock=runtime.clock,
+                rng=runtime.rng,
+                runner=self.runner,
+                slots=self.slots,
+                counters=runtime.counters,
+                observer=runtime.observer,
+            )
+        else:
+            self.scheduler = Scheduler(
+                entries,
+                clock=runtime.clock,
+                rng=runtime.rng,
+                runner=self.runner,
+                slots=self.slots,
+                counters=runtime.counters,
+                observer=runtime.observer,
+            )
         self.queue = queue
         self._stopping = asyncio.Event()
 

@@ -49,9 +49,10 @@ from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
 from reference.clock import SystemClock
-from reference.errors import ConfigError
+from reference.errors import ConfigError, PayloadError
 from reference.job import Job, perform_arity
 from reference.options import DEFAULT_TIMEOUT  # one default for entries and queue jobs
+from reference.payload import encode_args  # the producer's own JSON rules and limits
 from reference.registry import load_job_class
 from reference.sharding import worker_for
 from reference.triggers import CronSchedule, NoNextFireError
@@ -65,7 +66,18 @@ try:
 except ImportError:  # PyYAML built without libyaml
     _C_PARSER = None
 
-KNOWN_KEYS = ("class", "every", "cron", "timezone", "timeout", "worker")
+KNOWN_KEYS = (
+    "class",
+    "every",
+    "cron",
+    "timezone",
+    "timeout",
+    "worker",
+    "args",
+    "queue",
+    "priority",
+    "misfire_grace",
+)
 _KNOWN = frozenset(KNOWN_KEYS)
 
 MIN_EVERY = 0.1
@@ -79,6 +91,14 @@ CRON_HORIZON_YEARS = 10
 """A cron expression must fire within this many years of loading. Without a year field the
 longest real gap is 8 years (29 February around 2100), so this rejects only expressions that
 never fire ("0 0 31 2 *") or whose year field is past or far off."""
+DEFAULT_MISFIRE_GRACE = 60.0
+"""How late (seconds) a tick missed while no worker ran may still fire once at start; an
+older miss is skipped, logged and counted (SPEC Part 2). Per entry: `misfire_grace`."""
+DEFAULT_QUEUE = "default"
+MAX_QUEUE_CHARS = 200
+MAX_PRIORITY = 2**31 - 1
+"""`priority` is an int in -MAX_PRIORITY-1..MAX_PRIORITY (a 32-bit range: plenty, and far
+from SQLite's 64-bit limit)."""
 MAX_CRON_CHARS = 1000
 """Longer cron expressions are refused: croniter's parse time grows with them."""
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -111,10 +131,25 @@ class ScheduleEntry:
     timezone: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     worker: int
+    args: tuple[object, ...] = ()  # passed to perform(); JSON values, checked at load
+    args_json: str = "[]"  # `args` as the producer would store them
+    # Recorded on the entry and its `schedules` row for the job-life work that follows;
+    # jobs have no queues or priorities yet, so a fire does not use them.
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    misfire_grace: float = DEFAULT_MISFIRE_GRACE
 
     def __post_init__(self) -> None:
         if (self.every is None) == (self.cron is None):
             raise ValueError("a ScheduleEntry has exactly one of every / cron")
+
+    @property
+    def spec(self) -> str:
+        """The trigger as text ("every 60.0", "cron 0 3 * * * Europe/Berlin"); a stored row
+        whose spec differs belongs to a changed entry, which gets a fresh next fire."""
+        if self.every is not None:
+            return f"every {self.every!r}"
+        return f"cron {self.cron_expr} {self.timezone or 'local'}"
 
     @property
     def cron_expr(self) -> str | None:
@@ -586,11 +621,36 @@ def _parse_entry(raw_name: object, body: object, ctx: _Context) -> ScheduleEntry
             "worker",
             f"must be an int in 1..{ctx.total_workers} (the worker count), got {_show(pin)}",
         )
-    # Last, so a mistake in another key is named first. A perform that needs arguments
-    # would fail at every tick instead (the SPEC: checked against perform at validation).
-    unrunnable = _needs_arguments(job_class)
+    args, args_json = _args(body.get("args"), "args" in body, fail)
+    queue = body.get("queue", DEFAULT_QUEUE)
+    if not isinstance(queue, str) or not queue or len(queue) > MAX_QUEUE_CHARS:
+        raise fail(
+            "queue",
+            f"must be a non-empty string of at most {MAX_QUEUE_CHARS} characters, "
+            f"got {_type_name(queue)} {_show(queue)}",
+        )
+    priority = body.get("priority", 0)
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not -MAX_PRIORITY - 1 <= priority <= MAX_PRIORITY
+    ):
+        raise fail("priority", f"must be an int (higher runs first), got {_show(priority)}")
+    misfire_grace = DEFAULT_MISFIRE_GRACE
+    if "misfire_grace" in body:
+        raw = body["misfire_grace"]
+        if type(raw) in (int, float) and raw <= 0:  # 0: fire only on time; never late
+            if raw < 0:
+                raise fail("misfire_grace", f"must be a number of seconds >= 0, got {_show(raw)}")
+            misfire_grace = 0.0
+        else:
+            misfire_grace = _seconds(raw, "misfire_grace", fail, minimum=0.0)
+    # Last, so a mistake in another key is named first. A perform that cannot take the
+    # entry's arguments would fail at every tick instead (SPEC: checked at validation).
+    unrunnable = _arity_problem(job_class, len(args))
     if unrunnable is not None:
-        raise fail("class", f"{_show(body['class'])}: {unrunnable}")
+        key = "args" if "args" in body else "class"
+        raise fail(key, f"{_show(body['class'])}: {unrunnable}")
     return ScheduleEntry(
         name=name,
         job_class=job_class,
@@ -599,7 +659,24 @@ def _parse_entry(raw_name: object, body: object, ctx: _Context) -> ScheduleEntry
         timezone=timezone,
         timeout=timeout,
         worker=worker_for(name, ctx.total_workers, pin),
+        args=args,
+        args_json=args_json,
+        queue=queue,
+        priority=priority,
+        misfire_grace=misfire_grace,
     )
+
+
+def _args(raw: object, given: bool, fail: _Fail) -> tuple[tuple[object, ...], str]:
+    """The `args` key: a YAML list of JSON values, held to the producer's payload rules."""
+    if not given:
+        return (), "[]"
+    if not isinstance(raw, list):
+        raise fail("args", f"must be a list of arguments for perform(), not {_type_name(raw)}")
+    try:
+        return tuple(raw), encode_args(raw)
+    except PayloadError as exc:
+        raise fail("args", _text(exc)) from exc
 
 
 def _job_class(dotted: object, ctx: _Context, fail: _Fail) -> type[Job]:
@@ -632,12 +709,22 @@ def _job_class(dotted: object, ctx: _Context, fail: _Fail) -> type[Job]:
     return cls
 
 
-def _needs_arguments(cls: type[Job]) -> str | None:
-    """Why `cls().perform()` with no arguments cannot be called, or None if it can."""
+def _arity_problem(cls: type[Job], given: int) -> str | None:
+    """Why `cls().perform(*args)` with `given` arguments cannot be called, or None if it can."""
     least, most, required = perform_arity(cls)
-    if least <= 0 <= most:
+    if least <= given <= most:
         return None
-    return f"its perform() cannot be called with no arguments (it needs {', '.join(required)})"
+    if given == 0:
+        return (
+            f"its perform() cannot be called with no arguments (it needs {', '.join(required)});"
+            " give them with the args key"
+        )
+    if most < least:
+        return "its perform() has a required keyword-only argument; args are positional"
+    want = f"{least}" if least == most else f"{least} to {most:g}"
+    if most == math.inf:
+        want = f"at least {least}"
+    return f"its perform() takes {want} argument(s), args gives {given}"
 
 
 def _cron(expr: object, timezone: object, ctx: _Context, fail: _Fail) -> CronSchedule:

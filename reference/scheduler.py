@@ -122,15 +122,28 @@ class Scheduler:
 
     def on_overlap(self, state: EntryState, due: float) -> float:
         """Skip a run whose previous one is still going, and reschedule (the 0.6.1 fix)."""
+        self.record_skip(state, "its previous run is still going")
+        return self.next_run(state, due)
+
+    def record_skip(self, state: EntryState, why: str) -> None:
+        """Count, trace and log (one warning line) one skipped tick of `state`'s entry."""
         state.skips += 1
         self._counters.skipped()
         self._observer.emit(LogEvent.JOB_SKIPPED, entry=state.entry.name)
         logger.warning(
-            "skipping %s: its previous run is still going",
+            "skipping %s: %s",
             state.entry.name,
+            why,
             extra={"event": LogEvent.JOB_SKIPPED, "entry": state.entry.name},
         )
-        return self.next_run(state, due)
+
+    def start_run(
+        self, state: EntryState, stopping: asyncio.Event, tasks: asyncio.TaskGroup
+    ) -> None:
+        """Start one run of `state`'s entry as a task owned by `tasks`."""
+        state.running = True
+        state.runs += 1
+        tasks.create_task(self._run(state, stopping), name=f"entry:{state.entry.name}")
 
     async def run(self, stopping: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
         """Fire entries until `stopping` is set; runs are tasks owned by `tasks`."""
@@ -169,9 +182,7 @@ class Scheduler:
                 if state.running:
                     next_due = self.on_overlap(state, due)
                 else:
-                    state.running = True
-                    state.runs += 1
-                    tasks.create_task(self._run(state, stopping), name=f"entry:{state.entry.name}")
+                    self.start_run(state, stopping, tasks)
                     next_due = self.next_run(state, due)
                 if not state.retired:
                     heapq.heappush(heap, (next_due, seq, state))
@@ -192,7 +203,7 @@ class Scheduler:
                     )
                     return
                 await self._runner.run(
-                    entry.job_class, [], time_limit=entry.timeout, label=entry.name
+                    entry.job_class, list(entry.args), time_limit=entry.timeout, label=entry.name
                 )
             finally:
                 self._slots.release()

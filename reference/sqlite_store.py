@@ -75,12 +75,20 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from reference.clock import block_for
 from reference.errors import StoreCorruptError, StoreError, StoreLockedError, StoreUnusableError
 from reference.options import DEFAULT_MAX_CRASHES  # for rows stored without the option
-from reference.records import JobRow, JobStatus, LogEvent, Settlement, StoreStats, WorkerRow
+from reference.records import (
+    JobRow,
+    JobStatus,
+    LogEvent,
+    ScheduleRow,
+    Settlement,
+    StoreStats,
+    WorkerRow,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from reference.records import NewJob
+    from reference.records import NewJob, NewSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +109,22 @@ LOCK_WAIT_MAX: Final = 0.5e-3
 WAL_CHECKPOINT_BYTES: Final = 16 * 1024 * 1024
 CHECKPOINT_WAIT_MS: Final = 50
 WAL_CHECK_EVERY: Final = 32  # commits between two looks at the -wal file's size
+
+# One row per schedule entry, fired by compare-and-set on next_fire (`claim_fire`).
+_SCHEDULES_TABLE: Final = """CREATE TABLE IF NOT EXISTS schedules (
+        name       TEXT    PRIMARY KEY,
+        spec       TEXT    NOT NULL,
+        next_fire  REAL,
+        last_fire  REAL,
+        paused     INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+        fires      INTEGER NOT NULL DEFAULT 0,
+        skips      INTEGER NOT NULL DEFAULT 0,
+        class_name TEXT    NOT NULL,
+        args       TEXT    NOT NULL DEFAULT '[]',
+        queue      TEXT    NOT NULL DEFAULT 'default',
+        priority   INTEGER NOT NULL DEFAULT 0,
+        synced_at  REAL    NOT NULL
+    )"""
 
 # AUTOINCREMENT: ids are handles users keep (`queue retry ID`), so an id freed by purge must
 # never name a different job later; plain INTEGER PRIMARY KEY would reuse the highest id.
@@ -135,6 +159,7 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_running_lease ON jobs (lease_until) WHERE status = 'running'",
     "CREATE INDEX IF NOT EXISTS jobs_done_finished ON jobs (finished_at) WHERE status = 'done'",
+    _SCHEDULES_TABLE,
 )
 
 _COLUMNS: Final = (
@@ -753,6 +778,81 @@ class SqliteStore:
         )
         return [WorkerRow(*r) for r in rows]
 
+    # -- schedules --------------------------------------------------------------------------
+    # The `ScheduleStore` side. Each tick is claimed by one UPDATE whose WHERE holds the
+    # next_fire value the caller read (`_CLAIM_FIRE`): SQLite runs writes one at a time,
+    # so of all the workers that read one value exactly one sees its UPDATE change a row.
+
+    def sync_schedules(self, entries: Sequence[NewSchedule], *, now: float) -> list[ScheduleRow]:
+        """Insert missing rows and refresh the others in one transaction; return the rows.
+
+        A row whose `spec` is unchanged keeps `next_fire`, `last_fire`, `paused` and its
+        counts (cadence survives restarts); a changed spec takes the entry's `next_fire`.
+        Class, args, queue and priority always take the entry's; `synced_at` is `now`.
+        Rows come back in the order of `entries`. Rows of names not given are left alone.
+        """
+        return self._transaction(self._sync_schedules, "schedules", entries, now)
+
+    @staticmethod
+    def _sync_schedules(
+        conn: sqlite3.Connection, entries: Sequence[NewSchedule], now: float
+    ) -> list[ScheduleRow]:
+        # A file stamped with the current schema version before the table existed gets it
+        # here (CREATE ... IF NOT EXISTS is a no-op otherwise).
+        conn.execute(_SCHEDULES_TABLE)
+        conn.executemany(
+            _SYNC_SCHEDULE,
+            [
+                (e.name, e.spec, e.next_fire, e.class_name, e.args, e.queue, e.priority, now)
+                for e in entries
+            ],
+        )
+        rows = {
+            r[0]: _schedule_row(r)
+            for r in conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules")
+        }
+        return [rows[e.name] for e in entries]
+
+    def claim_fire(
+        self, name: str, *, expected: float, next_fire: float | None, fired_at: float | None
+    ) -> bool:
+        """Claim the tick at `expected`: move `next_fire` from `expected` to `next_fire`.
+
+        True for exactly one caller per value of `expected`; False if another worker moved
+        it first, the entry is paused, or has no row. `fired_at` is the fire's time (it
+        becomes `last_fire`, `fires` + 1); None records a skip (`skips` + 1, `last_fire`
+        kept). `next_fire` None retires the entry (no fire time left).
+        """
+        return self._write("schedule", _CLAIM_FIRE, (next_fire, fired_at, name, expected)) == 1
+
+    def get_schedule(self, name: str) -> ScheduleRow | None:
+        """One entry's row, or None if it has none."""
+        rows = self._schedule_rows(" WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def list_schedules(self) -> list[ScheduleRow]:
+        """Every row, by name (an empty list if the table does not exist yet)."""
+        return self._schedule_rows(" ORDER BY name", ())
+
+    def set_paused(self, name: str, paused: bool) -> bool:
+        """Pause (no tick is claimed) or resume an entry; False if it has no row."""
+        try:
+            sql = "UPDATE schedules SET paused = ? WHERE name = ?"
+            return self._write("schedule", sql, (int(paused), name)) == 1
+        except StoreError as exc:
+            if _no_schedules_table(exc):
+                return False  # no worker with a schedule has opened this file yet
+            raise
+
+    def _schedule_rows(self, where: str, params: tuple[Any, ...]) -> list[ScheduleRow]:
+        try:
+            rows = self._read(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules{where}", params)
+        except StoreError as exc:
+            if _no_schedules_table(exc):
+                return []  # no worker with a schedule has opened this file yet
+            raise
+        return [_schedule_row(r) for r in rows]
+
     # -- reads ------------------------------------------------------------------------------
 
     def next_run_at(self) -> float | None:
@@ -801,3 +901,38 @@ class SqliteStore:
             f"<SqliteStore path={self._path!r} mmap={self._mmap}"
             f" busy_timeout_ms={self._busy_timeout_ms} {state}>"
         )
+
+
+# -- schedules (module level, after the class: the SQL and row mapping it uses) --------
+
+_SCHEDULE_COLUMNS: Final = (
+    "name, spec, next_fire, last_fire, paused, fires, skips, class_name, args, queue,"
+    " priority, synced_at"
+)
+# In DO UPDATE, a bare column is the stored row and `excluded.` the entry being synced.
+_SYNC_SCHEDULE: Final = (
+    "INSERT INTO schedules (name, spec, next_fire, class_name, args, queue, priority,"
+    " synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+    " next_fire = CASE WHEN spec = excluded.spec THEN next_fire ELSE excluded.next_fire END,"
+    " spec = excluded.spec, class_name = excluded.class_name, args = excluded.args,"
+    " queue = excluded.queue, priority = excluded.priority, synced_at = excluded.synced_at"
+)
+# The compare-and-set: `next_fire = ?` holds the value the claimant read.
+_CLAIM_FIRE: Final = (
+    "UPDATE schedules SET next_fire = ?1, last_fire = coalesce(?2, last_fire),"
+    " fires = fires + (?2 IS NOT NULL), skips = skips + (?2 IS NULL)"
+    " WHERE name = ?3 AND next_fire = ?4 AND paused = 0"
+)
+
+
+def _schedule_row(r: tuple[Any, ...]) -> ScheduleRow:
+    name, spec, next_fire, last_fire, paused, fires, skips, cls, args, queue, prio, synced = r
+    return ScheduleRow(
+        name, spec, next_fire, last_fire, bool(paused), fires, skips, cls, args, queue, prio, synced
+    )
+
+
+def _no_schedules_table(exc: StoreError) -> bool:
+    """True if `exc` is SQLite's "no such table: schedules" (a file from before the table)."""
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and "no such table: schedules" in str(cause)

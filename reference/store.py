@@ -162,5 +162,55 @@ class AdminStore(_Closable, Protocol):
         ...
 
 
-class Store(WorkerStore, ProducerStore, AdminStore, Protocol):
+
+# Kept beside the class it serves (not merged into the imports above) so the schedules
+# protocol stays one self-contained block.
+if TYPE_CHECKING:
+    from reference.records import NewSchedule, ScheduleRow
+
+
+class ScheduleStore(_Closable, Protocol):
+    """The `schedules` table, worker side: one row per schedule entry, fired by CAS.
+
+    Every worker sharing the store loads every entry; a tick is fired (or skipped) only by
+    the one worker whose `claim_fire` moved the row's `next_fire` on from the value it read,
+    so each tick fires once across all workers and supervisors. Times are POSIX seconds.
+    """
+
+    def sync_schedules(self, entries: Sequence[NewSchedule], *, now: float) -> list[ScheduleRow]:
+        """Insert missing rows and refresh the others in one transaction; return the rows.
+
+        A row whose `spec` is unchanged keeps `next_fire`, `last_fire`, `paused` and its
+        counts (cadence survives restarts); a changed spec takes the entry's `next_fire`.
+        Class, args, queue and priority always take the entry's; `synced_at` is `now`.
+        Rows come back in the order of `entries`. Rows of names not given are left alone.
+        """
+        ...
+
+    def claim_fire(
+        self, name: str, *, expected: float, next_fire: float | None, fired_at: float | None
+    ) -> bool:
+        """Claim the tick at `expected`: move `next_fire` from `expected` to `next_fire`.
+
+        True for exactly one caller per value of `expected`; False if another worker moved
+        it first, the entry is paused, or has no row. `fired_at` is the fire's time (it
+        becomes `last_fire`, `fires` + 1); None records a skip (`skips` + 1, `last_fire`
+        kept). `next_fire` None retires the entry (no fire time left).
+        """
+        ...
+
+    def get_schedule(self, name: str) -> ScheduleRow | None:
+        """One entry's row, or None if it has none."""
+        ...
+
+    def list_schedules(self) -> list[ScheduleRow]:
+        """Every row, by name (an empty list if the table does not exist yet)."""
+        ...
+
+    def set_paused(self, name: str, paused: bool) -> bool:
+        """Pause (no tick is claimed) or resume an entry; False if it has no row."""
+        ...
+
+
+class Store(WorkerStore, ProducerStore, AdminStore, ScheduleStore, Protocol):
     """Everything one store implementation provides."""

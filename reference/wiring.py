@@ -95,6 +95,18 @@ def local_process_gone(host: str) -> Probe:
     return gone
 
 
+def open_schedule_store(settings: WorkerSettings, stack: ExitStack) -> SqliteStore:
+    """Open this worker's connection for the schedule rows; `stack` closes it.
+
+    Its own connection, not the consumer's: the scheduler's CAS writes then never wait on
+    (or sit inside) a claim transaction of the queue.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(settings.queue.db_path)), exist_ok=True)
+    store = SqliteStore(settings.queue.db_path, mmap=settings.queue.mmap)
+    stack.callback(store.close)
+    return store
+
+
 def owner_id() -> str:
     """A worker process's unique owner id: host, pid and a random token (a reused pid, or
     the same index under a second supervisor, still gets a new one)."""

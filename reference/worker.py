@@ -35,7 +35,7 @@ from reference.offload import ThreadOffload
 from reference.records import LogEvent
 from reference.registry import default_registry
 from reference.runtime import Runtime, Worker
-from reference.schedule import ScheduleEntry, entries_for, load_schedule
+from reference.schedule import ScheduleEntry, load_schedule
 from reference.supervisor import (
     EXIT_UNUSABLE,
     Supervisor,
@@ -180,12 +180,20 @@ async def serve(
         # Under a supervisor the database exists (it made it); never create an empty one.
         install(settings.queue, create=supervisor_pid is None)
         stack.callback(reset)
+        # Schedule entries are rows of the store (every worker loads them all; placement
+        # decides who tries first), so two supervisors on one database fire a tick once.
+        schedules = None
+        if entries:
+            from reference.wiring import open_schedule_store
+
+            schedules = open_schedule_store(settings, stack)
         worker = Worker(
             runtime,
             index=index,
-            entries=entries_for(list(entries), index),
+            entries=entries,
             concurrency=settings.concurrency,
             queue=queue,
+            schedules=schedules,
         )
         install_stop_handlers(asyncio.get_running_loop(), worker.stop)
         try:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from reference.job import Job
     from reference.schedule import ScheduleEntry
-    from reference.store import Store
+    from reference.store import ScheduleStore, Store
+    from sim.fabric import Fabric
     from sim.world import World
 
 SOCKET_DIR = "/sim/sockets"
@@ -45,18 +46,30 @@ class QueueSpec:
     poll_interval: float = POLL_INTERVAL  # the runtime's defaults, not restated
     lease: float = DEFAULT_LEASE
     addresses: dict[int, str] = field(default_factory=dict)
+    # The `schedules` rows' store (one more connection per host, as `reference.worker` opens
+    # one); None: hosts fire their entries from memory, sharded as given.
+    open_schedules: Callable[[int], ScheduleStore] | None = None
 
     def address(self, index: int) -> str:
         return self.addresses.get(index) or socket_address(SOCKET_DIR, index)
 
 
-def sqlite_queue(world: World, path: str, workers: int) -> QueueSpec:
+def sqlite_queue(
+    world: World, path: str, workers: int, *, schedule_rows: bool = False
+) -> QueueSpec:
     """Create the queue database at `path` (as the supervisor does, before any worker
-    starts) and a spec whose hosts 1..`workers` each open their own connection to it."""
+    starts) and a spec whose hosts 1..`workers` each open their own connection to it.
+
+    `schedule_rows`: hosts fire schedule entries from the `schedules` rows, as production
+    workers do (each host then loads the whole schedule; placement picks who tries first).
+    """
     SqliteStore.create_schema(path)
     return QueueSpec(
         open_store=lambda _host: SqliteStore(path, busy_timeout_ms=0),
         peers=tuple(range(1, workers + 1)),
+        open_schedules=(lambda _host: SqliteStore(path, busy_timeout_ms=0))
+        if schedule_rows
+        else None,
     )
 
 
@@ -130,9 +143,20 @@ class Host:
         entries: Sequence[ScheduleEntry] = (),
         concurrency: int = 2,
         queue: QueueSpec | None = None,
+        machine: str = "sim",
+        fabric: Fabric | None = None,
+        trace_id: int | None = None,
     ) -> None:
+        """`machine` names the host (one supervisor's set of workers, one kernel): its
+        owners' `workers.host`, the scope of the `liveness` probe. `fabric` is that
+        machine's wake-up network (the world's by default) and `trace_id` this worker's
+        host number in the trace (its index by default; two machines both have a worker 1).
+        """
         self.world = world
         self.index = index
+        self.machine = machine
+        self.fabric = fabric or world.fabric
+        self.trace_id = index if trace_id is None else trace_id
         self.entries = tuple(entries)
         self.concurrency = concurrency
         self.queue = queue
@@ -140,6 +164,7 @@ class Host:
         self.offload = InlineOffload()
         self.worker: Worker | None = None
         self.store: Store | None = None
+        self.schedule_store: ScheduleStore | None = None
         self.incarnation = 0
         # Errors that killed this host's worker (not crashes we injected): a runtime bug.
         self.failures: list[str] = []
@@ -153,7 +178,7 @@ class Host:
     @property
     def owner(self) -> str:
         """This incarnation's owner id in the `workers` table."""
-        return f"sim:{self.index}.{self.incarnation}"
+        return f"{self.machine}:{self.index}.{self.incarnation}"
 
     @property
     def alive(self) -> bool:
@@ -167,36 +192,39 @@ class Host:
         world = self.world
         runtime = Runtime(
             clock=world.clock,
-            rng=world.child_rng(f"host{self.index}.{self.incarnation}"),
+            rng=world.child_rng(f"host{self.trace_id}.{self.incarnation}"),
             registry=default_registry,
             offload=self.offload,
             counters=self.counters,
-            observer=HostObserver(world.trace, self.index),
+            observer=HostObserver(world.trace, self.trace_id),
         )
         wiring = None
         if self.queue is not None:
             self.store = self.queue.open_store(self.index)
             wiring = QueueWiring(
                 store=self.store,
-                transport=world.fabric,
+                transport=self.fabric,
                 address=self.queue.address(self.index),
                 peers={i: self.queue.address(i) for i in self.queue.peers},
                 poll_interval=self.queue.poll_interval,
                 lease=self.queue.lease,
                 owner=self.owner,
-                host="sim",
-                pid=self.index * 1000 + self.incarnation,
-                gone=world.owner_gone,
+                host=self.machine,
+                pid=self.trace_id * 1000 + self.incarnation,
+                gone=lambda row: world.owner_gone(row, self.machine),
             )
+        if self.queue is not None and self.queue.open_schedules is not None and self.entries:
+            self.schedule_store = self.queue.open_schedules(self.index)
         self.worker = Worker(
             runtime,
             index=self.index,
             entries=self.entries,
             concurrency=self.concurrency,
             queue=wiring,
+            schedules=self.schedule_store,
         )
-        world.emit("host_start", host=self.index, incarnation=self.incarnation)
-        self._task = world.loop.create_task(self.worker.run(), name=f"host{self.index}")
+        world.emit("host_start", host=self.trace_id, incarnation=self.incarnation)
+        self._task = world.loop.create_task(self.worker.run(), name=f"host{self.trace_id}")
         self._task.add_done_callback(self._on_exit)
 
     def _on_exit(self, task: asyncio.Task[None]) -> None:
@@ -206,7 +234,7 @@ class Host:
 
         error = describe(task.exception())  # type: ignore[arg-type]
         self.failures.append(error)
-        self.world.emit("host_died", host=self.index, error=error.split(":")[0])
+        self.world.emit("host_died", host=self.trace_id, error=error.split(":")[0])
 
     async def stop(self) -> None:
         """Stop gracefully (SIGTERM): running jobs finish, then the host is down."""
@@ -215,7 +243,7 @@ class Host:
         if self._task is not None and not self._task.done():
             await self._task
         self._close_store()
-        self.world.emit("host_stopped", host=self.index)
+        self.world.emit("host_stopped", host=self.trace_id)
 
     async def crash(self) -> None:
         """Kill the host at once (SIGKILL): nothing settles, the socket file stays."""
@@ -228,9 +256,9 @@ class Host:
         # A killed process never unlinks its socket: leave a stale file (sends REFUSED).
         address = self.address
         if address is not None:
-            self.world.fabric.plant_stale(address)
+            self.fabric.plant_stale(address)
         self._close_store()
-        self.world.emit("host_crash", host=self.index)
+        self.world.emit("host_crash", host=self.trace_id)
 
     async def restart(self) -> None:
         """Crash if running, then start again under the same index."""
@@ -241,6 +269,9 @@ class Host:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.schedule_store is not None:
+            self.schedule_store.close()
+            self.schedule_store = None
 
     def close(self) -> None:
         if self._task is not None and not self._task.done():
@@ -249,4 +280,4 @@ class Host:
 
     def __repr__(self) -> str:
         state = "up" if self.alive else "down"
-        return f"Host(index={self.index}, {state}, incarnation={self.incarnation})"
+        return f"Host({self.machine}:{self.index}, {state}, incarnation={self.incarnation})"

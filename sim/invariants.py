@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -383,3 +384,84 @@ def queue_history(world: World, policies: Mapping[str, JobOptions] | None = None
         no_stale_outcome(world.trace),
         retry_spacing(world.trace, wall, policies or {}),
     ]
+
+
+# -- schedule rows (issue 13: each tick fires once across every worker) ----------------------
+
+
+def fires(trace: Trace) -> dict[str, list[tuple[float, int, float]]]:
+    """(virtual s, host, tick) of every fire claimed from a `schedules` row, per entry."""
+    out: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
+    for r in trace.of(LogEvent.ENTRY_FIRED.value):
+        tick = r.get("tick")
+        assert isinstance(tick, float)
+        out[str(r.get("entry"))].append((r.ns / NS, r.host, tick))
+    return out
+
+
+def each_tick_fires_once(trace: Trace) -> Check:
+    """No (entry, tick) is fired twice, by one worker or by two (the CAS on next_fire)."""
+    seen: dict[tuple[str, float], int] = {}
+    for entry, rows in sorted(fires(trace).items()):
+        for at, host, tick in rows:
+            if (entry, tick) in seen:
+                return Check(
+                    "each tick fires at most once across the world",
+                    False,
+                    f"{entry} tick {tick:.3f} fired by host {seen[(entry, tick)]} and again by"
+                    f" host {host} at {at:.3f}s",
+                )
+            seen[(entry, tick)] = host
+    return Check("each tick fires at most once across the world", True, f"{len(seen)} ticks")
+
+
+def fire_gaps(
+    trace: Trace, entry: str, *, most: float, start: float = 0.0, end: float = math.inf
+) -> Check:
+    """Between `start` and `end` (virtual s), `entry` never goes more than `most` s unfired."""
+    times = [start, *(at for at, _, _ in fires(trace).get(entry, []) if start <= at <= end), end]
+    worst = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    return Check(
+        f"{entry} fires at least every {most:g} s",
+        worst <= most + EPS,
+        f"longest gap {worst:.3f} s over {len(times) - 2} fires",
+    )
+
+
+def no_concurrent_runs(trace: Trace) -> Check:
+    """A job is claimed again only after its previous run ended or its worker crashed.
+
+    The owner model's safety: with no stall longer than a lease in the world, a running
+    job's owner is never judged dead while it lives, so no job runs twice at once. A run
+    ends with its recorded outcome (done, retry, dead, superseded) or with its host's
+    `host_crash`; a claim of a job whose previous run is still live is a concurrent
+    duplicate (wave 1's recovery by index made them when a second supervisor started).
+    """
+    ended = {
+        LogEvent.JOB_COMPLETED.value,
+        LogEvent.JOB_RETRY_SCHEDULED.value,
+        LogEvent.JOB_DEAD.value,
+        LogEvent.JOB_SUPERSEDED.value,
+    }
+    live: dict[int, tuple[int, int]] = {}  # job id -> (trace host, attempt) of its live run
+    bad: list[str] = []
+    for r in trace.records:
+        if r.event == LogEvent.JOB_CLAIMED.value:
+            job, attempt = _int(r, "job_id"), _int(r, "attempt")
+            if job in live:
+                host, before = live[job]
+                bad.append(
+                    f"job {job} attempt {attempt} claimed by h{r.host} at {r.ns / NS:.3f} while"
+                    f" attempt {before} still ran on h{host}"
+                )
+            live[job] = (r.host, attempt)
+        elif r.event in ended:
+            job = _int(r, "job_id")
+            if live.get(job) == (r.host, _int(r, "attempt")):
+                del live[job]
+        elif r.event == "host_crash":
+            crashed = _int(r, "host")
+            live = {job: run for job, run in live.items() if run[0] != crashed}
+    return Check(
+        "no job runs twice at once (claimed again only after a crash)", not bad, "; ".join(bad[:3])
+    )

@@ -170,6 +170,18 @@ def _every_peer_dead(self: PeerWatch, rows: Sequence[WorkerRow], *, monotonic: f
     return [row.owner for row in rows if row.owner != self._me and row.stopped_at is None]
 
 
+# A compare-and-set that forgets to compare: any claimant "wins" the tick it read, so two
+# workers that read one next_fire both fire it. (`?4 IS NOT NULL` takes the expected value.)
+_CLAIM_FIRE_WITHOUT_EXPECTED = reference.sqlite_store._CLAIM_FIRE.replace(
+    "next_fire = ?4", "?4 IS NOT NULL"
+)
+# Cadence from each start: every sync gives every row a fresh next_fire (start + jitter +
+# every), as the in-memory scheduler does, so frequent restarts starve long intervals.
+_SYNC_RESETS_CADENCE = reference.sqlite_store._SYNC_SCHEDULE.replace(
+    "CASE WHEN spec = excluded.spec THEN next_fire ELSE excluded.next_fire END",
+    "excluded.next_fire",
+)
+
 _FETCH_ANY_TIME = reference.sqlite_store._CLAIM.replace("run_at <= ?", "? IS NOT NULL")
 
 # Wave 1's re-queue: a run whose worker died goes back to pending with no crash counted, so a
@@ -268,6 +280,20 @@ MUTANTS: tuple[Mutant, ...] = (
         replacement=_retry_off_by_one,
     ),
     Mutant(
+        name="schedule_cas_without_expected",
+        target="reference.sqlite_store:_CLAIM_FIRE",
+        restores="claim_fire updates the row without comparing next_fire to the value read",
+        caught_by=("placement_failover",),
+        replacement=_CLAIM_FIRE_WITHOUT_EXPECTED,
+    ),
+    Mutant(
+        name="schedule_cadence_from_start",
+        target="reference.sqlite_store:_SYNC_SCHEDULE",
+        restores="every start resets an entry's next fire (cadence from start, not last fire)",
+        caught_by=("rolling_restarts",),
+        replacement=_SYNC_RESETS_CADENCE,
+    ),
+    Mutant(
         name="fetch_ignores_run_at",
         target="reference.sqlite_store:_CLAIM",
         restores="fetch claims pending jobs that are not yet due",
@@ -327,7 +353,7 @@ MUTANTS: tuple[Mutant, ...] = (
         name="recovery_takes_live_peers",
         target="reference.liveness:PeerWatch.dead",
         restores="wave 1: recovery by index re-queues a live peer's running jobs",
-        caught_by=("lease_takeover",),
+        caught_by=("two_supervisors", "lease_takeover"),
         replacement=_every_peer_dead,
     ),
 )

@@ -83,15 +83,19 @@ class World:
         """Record a world-level event (host 0): faults, crashes, scenario steps."""
         self.trace.emit(0, event, fields)
 
-    def owner_gone(self, row: WorkerRow) -> bool:
-        """The hosts' `liveness` probe: is `row`'s worker process certainly dead?
+    def owner_gone(self, row: WorkerRow, machine: str) -> bool:
+        """The `liveness` probe of a host on `machine`: is `row`'s process certainly dead?
 
-        The world sees every host of its machine ("sim"), as `os.kill(pid, 0)` sees every
-        process of a real one: an owner no running host incarnation has is gone.
+        A host sees the processes of its own machine, as `os.kill(pid, 0)` sees those of a
+        real one: an owner of that machine no running host incarnation has is gone. Owners
+        of other machines are left to their heartbeats.
         """
-        if row.host != "sim":
+        if row.host != machine:
             return False
-        return not any(host.alive and host.owner == row.owner for host in self.hosts)
+        return not any(
+            host.machine == machine and host.alive and host.owner == row.owner
+            for host in self.hosts
+        )
 
     def now(self) -> float:
         """Virtual seconds since the start of the run."""

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "reference.observe": 0,
     # 1: domain
     "reference.job": 1,
+    "reference.payload": 1,
     "reference.registry": 1,
     "reference.schedule": 1,
     "reference.store": 1,
@@ -35,6 +36,7 @@ LAYERS: dict[str, int] = {
     "reference.transport": 1,
     # 2: engine
     "reference.scheduler": 2,
+    "reference.row_scheduler": 2,
     "reference.runner": 2,
     "reference.producer": 2,
     "reference.waker": 2,

@@ -1,4 +1,5 @@
-"""`python -m reference.queue`: push, stats, list and retry against the queue database.
+"""`python -m reference.queue`: push, stats, list, retry, workers and schedules (with pause
+and resume) against the queue database.
 
 Layer 4 (CLI). Errors print one line to stderr with no traceback: exit 2 for bad usage or
 input (unknown job, bad JSON, bad option), 1 for a failed operation (missing or corrupt
@@ -133,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--options", metavar="JSON", help="call-site options as a JSON object")
     sub.add_parser("stats", help="counts by status and the oldest pending job's age")
     sub.add_parser("workers", help="worker processes: live, stopped, or gone silent")
+    sub.add_parser("schedules", help="schedule entries: next and last fire, paused")
+    for verb, text in (("pause", "stop firing"), ("resume", "fire again")):
+        cmd = sub.add_parser(verb, help=f"{text} a schedule entry (every worker, at once)")
+        cmd.add_argument("name", metavar="NAME", help="the entry's name in the schedule file")
     lst = sub.add_parser("list", help="list jobs, newest first")
     lst.add_argument("--status", choices=[s.value for s in JobStatus])
     lst.add_argument("--limit", type=_bounded_int(1, MAX_ID), default=50)
@@ -289,6 +294,55 @@ def _workers(store: SqliteStore) -> int:
     return 0
 
 
+def _relative(seconds: float) -> str:
+    """`seconds` from now as people say it: "in 3 min", "12 s ago", "now"."""
+    size = abs(seconds)
+    if size < 1:
+        return "now"
+    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
+        if size >= span:
+            amount = f"{size / span:.0f} {unit}" if size < 1e12 else f"{size / span:.3g} {unit}"
+            break
+    else:
+        amount = f"{size:.0f} s"
+    return f"in {amount}" if seconds > 0 else f"{amount} ago"
+
+
+def _fire_time(ts: object, now: float) -> str:
+    """A fire time as local time plus how far from now, e.g. "2026-03-02 03:00:00 (in 3 h)"."""
+    if not _is_number(ts):
+        return _when(ts)
+    assert isinstance(ts, int | float)
+    return f"{_when(ts)} ({_relative(ts - now)})"
+
+
+def _schedules(store: SqliteStore) -> int:
+    """One line per schedule row: name, next fire, last fire, paused, fires/skips, trigger."""
+    now = SystemClock().realtime()
+    rows = store.list_schedules()
+    width = max([4, *(len(_text(r.name, 60)) for r in rows)])
+    print(f"{'name':<{width}}  {'next fire':<30}  {'last fire':<30}  paused  fires/skips  trigger")
+    for r in rows:
+        nxt = "never (no fire time left)" if r.next_fire is None else _fire_time(r.next_fire, now)
+        last = "-" if r.last_fire is None else _fire_time(r.last_fire, now)
+        print(
+            f"{_text(r.name, 60):<{width}}  {nxt:<30}  {last:<30}  "
+            f"{'yes' if r.paused else 'no':<6}  {f'{r.fires}/{r.skips}':<11}  {_text(r.spec, 80)}"
+        )
+    return 0
+
+
+def _pause(store: SqliteStore, name: str, paused: bool) -> int:
+    if not store.set_paused(name, paused):
+        known = ", ".join(_text(r.name, 40) for r in store.list_schedules()[:10]) or "none yet"
+        raise UsageError(
+            f"no schedule entry named {_shown(name, 200)} in the store (known: {known});"
+            " a worker records the entries of its schedule file when it starts"
+        )
+    print(f"schedule entry {_text(name, 200)} {'paused' if paused else 'resumed'}")
+    return 0
+
+
 def _retry(store: SqliteStore, job_id: int) -> int:
     if not store.retry(job_id, now=SystemClock().realtime()):
         row = store.get(job_id)
@@ -323,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _push(args, settings.db_path, settings.socket_dir, settings.total_workers)
         # stats and list only read: open with mode=ro so they never write to the file, and
         # refuse one that is not a queue database instead of giving it our schema.
-        if args.command == "retry":
+        if args.command in ("retry", "pause", "resume"):
             store = SqliteStore.open_existing(settings.db_path)
         else:
             store = SqliteStore.open_readonly(settings.db_path)
@@ -334,6 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _list(store, args.status, args.limit)
             if args.command == "workers":
                 return _workers(store)
+            if args.command == "schedules":
+                return _schedules(store)
+            if args.command in ("pause", "resume"):
+                return _pause(store, args.name, args.command == "pause")
             return _retry(store, args.id)
         finally:
             store.close()

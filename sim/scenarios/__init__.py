@@ -9,10 +9,13 @@ from sim.scenarios import (
     cron_overlap,
     fetch_rollback,
     lease_takeover,
+    placement_failover,
     poison_jobs,
     ring_fallback,
+    rolling_restarts,
     shared_slots,
     swarm,
+    two_supervisors,
 )
 
 if TYPE_CHECKING:
@@ -27,6 +30,9 @@ CATALOG: tuple[Scenario, ...] = (
     swarm.SCENARIO,
     poison_jobs.SCENARIO,
     lease_takeover.SCENARIO,
+    placement_failover.SCENARIO,
+    rolling_restarts.SCENARIO,
+    two_supervisors.SCENARIO,
 )
 
 

@@ -2,7 +2,7 @@
 
 Two workers with two slots each consume a queue fed faster than it drains at times, while
 each also runs an interval entry whose job takes most of its period. Finished queue jobs
-refill their slots in the same transaction that records them (`complete_and_fetch`), so
+refill their slots in the same transaction that records them (`claim(settle=...)`), so
 the consumer must count only the slots that are really free: a slot freed while a
 scheduled run waits for one goes to that run, never to another queue job. Checks: never more jobs
 running than slots, every queue job done exactly once, the entries keep their cadence.
@@ -59,19 +59,15 @@ def entry_name(worker: int) -> str:
 
 async def main(world: World) -> None:
     path = db_path(world)
-    spec = sqlite_queue(world, path, WORKERS)
+    spec = sqlite_queue(world, path, WORKERS, schedule_rows=True)
+    # As production workers do, every host loads the whole schedule from the rows; each
+    # entry is pinned to (placed on) its own worker, which fires it.
+    entries = [
+        ScheduleEntry(name=entry_name(i), job_class=Tick, every=PERIOD, timeout=60.0, worker=i)
+        for i in range(1, WORKERS + 1)
+    ]
     hosts = [
-        Host(
-            world,
-            i,
-            entries=[
-                ScheduleEntry(
-                    name=entry_name(i), job_class=Tick, every=PERIOD, timeout=60.0, worker=i
-                )
-            ],
-            concurrency=CONCURRENCY,
-            queue=spec,
-        )
+        Host(world, i, entries=entries, concurrency=CONCURRENCY, queue=spec)
         for i in range(1, WORKERS + 1)
     ]
     await poisson_load(

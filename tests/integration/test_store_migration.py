@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from reference.records import JobStatus
+from reference.records import JobStatus, NewSchedule
 from reference.sqlite_store import SCHEMA_VERSION, SqliteStore
 
 if TYPE_CHECKING:
@@ -70,3 +70,26 @@ def test_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
         assert check.execute("SELECT crashes FROM jobs WHERE id = 1").fetchone() == (1,)
     finally:
         check.close()
+
+
+def test_a_file_stamped_before_the_schedules_table_reads_empty_and_gets_it_at_sync(
+    tmp_path: Path,
+) -> None:
+    """A current-version file made before `schedules` existed (the table is created with
+    the schema, and again by the first sync, so such a file is never a crash)."""
+    db = tmp_path / "q.db"
+    SqliteStore.create_schema(db)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE schedules")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(db)
+    try:
+        assert store.list_schedules() == []
+        assert store.get_schedule("tick") is None
+        assert not store.set_paused("tick", True)
+        (row,) = store.sync_schedules([NewSchedule("tick", "every 5.0", 100.0, "a.B")], now=1.0)
+        assert (row.name, row.next_fire) == ("tick", 100.0)
+        assert store.set_paused("tick", True)
+    finally:
+        store.close()

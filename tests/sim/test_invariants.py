@@ -118,3 +118,31 @@ def test_retry_spacing_holds_the_retry_to_its_backoff_window() -> None:
     assert "window [3.000, 5.000]" in late.detail
     assert not invariants.retry_spacing(history(EPOCH + 11.0), wall, policies).ok
     assert invariants.retry_spacing(history(EPOCH + 11.0), wall, {}).ok  # policy unknown
+
+
+def _fire(trace: Trace, now: _Now, at: float, host: int, entry: str, tick: float) -> None:
+    _at(now, at)
+    trace.emit(host, LogEvent.ENTRY_FIRED.value, {"entry": entry, "tick": tick, "worker": host})
+
+
+def test_a_tick_fired_twice_is_caught_even_by_two_hosts() -> None:
+    trace, now = _trace()
+    _fire(trace, now, 10, 1, "e", EPOCH + 10)
+    _fire(trace, now, 20, 2, "e", EPOCH + 20)
+    _fire(trace, now, 20, 1, "other", EPOCH + 20)  # another entry's tick of the same value
+    assert invariants.each_tick_fires_once(trace).ok
+    _fire(trace, now, 20, 1, "e", EPOCH + 20)
+    check = invariants.each_tick_fires_once(trace)
+    assert not check.ok
+    assert "e tick" in check.detail
+    assert "by host 2 and again by host 1" in check.detail
+
+
+def test_a_gap_between_fires_longer_than_allowed_is_caught() -> None:
+    trace, now = _trace()
+    for at in (10, 20, 30):
+        _fire(trace, now, at, 1, "e", EPOCH + at)
+    assert invariants.fire_gaps(trace, "e", most=10, start=0, end=40).ok
+    check = invariants.fire_gaps(trace, "e", most=10, start=0, end=55)  # 25 s unfired at the end
+    assert not check.ok
+    assert "longest gap 25.000 s over 3 fires" in check.detail

@@ -13,7 +13,8 @@ import pytest
 
 from reference.errors import InvalidOptionError, OptionTypeError, PayloadError
 from reference.job import Job
-from reference.producer import MAX_ARGS_BYTES, MAX_ARGS_DEPTH, MAX_INT_BITS, Producer, encode_args
+from reference.payload import MAX_ARGS_BYTES, MAX_ARGS_DEPTH, MAX_INT_BITS, encode_args
+from reference.producer import Producer
 from reference.records import JobStatus
 from reference.sqlite_store import SqliteStore
 from reference.transport import SendResult

@@ -394,3 +394,77 @@ def test_a_perform_that_needs_arguments_is_a_config_error_not_a_failure_every_ti
     assert info.value.key == "class"
     assert "cannot be called with no arguments" in str(info.value)
     assert "ledger" in str(info.value)
+
+
+# -- args, queue, priority, misfire_grace (SPEC Part 2) -----------------------------------
+
+RECORD = "tests.integration.jobs_for_tests.Record"
+
+
+def _one(body: dict[str, object]) -> ScheduleEntry:
+    (entry,) = parse_schedule({"e": body}, total_workers=1, source="s.yml")
+    return entry
+
+
+def _bad(body: dict[str, object]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_schedule({"e": body}, total_workers=1, source="s.yml")
+    return info.value
+
+
+def test_new_keys_default_and_parse() -> None:
+    plain = _one({"class": TICK, "every": 5})
+    assert (plain.args, plain.args_json, plain.queue, plain.priority, plain.misfire_grace) == (
+        (),
+        "[]",
+        "default",
+        0,
+        60.0,
+    )
+    full = _one(
+        {
+            "class": RECORD,
+            "every": 5,
+            "args": ["/tmp/ledger", "t"],
+            "queue": "low",
+            "priority": -3,
+            "misfire_grace": 0,
+        }
+    )
+    assert (full.args, full.args_json, full.queue, full.priority, full.misfire_grace) == (
+        ("/tmp/ledger", "t"),
+        '["/tmp/ledger","t"]',
+        "low",
+        -3,
+        0.0,
+    )
+
+
+def test_spec_names_the_trigger_so_a_changed_entry_is_noticed() -> None:
+    assert _one({"class": TICK, "every": 5}).spec == "every 5.0"
+    cron = _one({"class": TICK, "cron": "0 3 * * *", "timezone": "Europe/Berlin"})
+    assert cron.spec == "cron 0 3 * * * Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "words"),
+    [
+        ({"args": "x"}, "args", "must be a list"),
+        ({"args": [float("nan")]}, "args", "not JSON"),
+        ({"args": [{1: 2}]}, "args", "not a str"),
+        ({"args": [1, 2, 3]}, "args", "takes 1 to 2 argument(s), args gives 3"),
+        ({"args": []}, "args", "cannot be called with no arguments"),
+        ({"queue": ""}, "queue", "non-empty string"),
+        ({"queue": 3}, "queue", "non-empty string"),
+        ({"priority": True}, "priority", "must be an int"),
+        ({"priority": 2**40}, "priority", "must be an int"),
+        ({"misfire_grace": -1}, "misfire_grace", ">= 0"),
+        ({"misfire_grace": "soon"}, "misfire_grace", "number of seconds"),
+    ],
+)
+def test_bad_new_keys_are_config_errors_naming_the_key(
+    body: dict[str, object], key: str, words: str
+) -> None:
+    err = _bad({"class": RECORD, "every": 5, "args": ["/tmp/l"], **body})
+    assert (err.entry, err.key) == ("e", key)
+    assert words in str(err)
