@@ -138,6 +138,7 @@ class Consumer:
             observer=observer,
             running=self._running.keys,
             on_store_error=self._store_failed,
+            on_store_ok=self._store_ok,
             gone=wiring.gone,
         )
 

@@ -79,6 +79,7 @@ class SwarmSpec:
     slow_share: float = 0.0  # jobs that exceed their timeout
     retry: int = 0
     crashes: tuple[tuple[float, int], ...] = ()  # (virtual s, worker): restart 20 s later
+    stops: tuple[tuple[float, int], ...] = ()  # (virtual s, worker): graceful stop, then same
     drops: tuple[tuple[float, int, float], ...] = ()  # (s, worker, seconds) lost wake-ups
     skew: tuple[tuple[float, float], ...] = ()  # (s, wall offset) NTP steps
     faults: tuple[tuple[str, float], ...] = ()  # (store site, per-call rate)
@@ -92,7 +93,7 @@ class SwarmSpec:
     def from_json(cls, text: str) -> SwarmSpec:
         raw = json.loads(text)
         raw["entries"] = tuple(EntrySpec(**e) for e in raw.get("entries", ()))
-        for key in ("crashes", "drops", "skew", "faults", "notes"):
+        for key in ("crashes", "stops", "drops", "skew", "faults", "notes"):
             raw[key] = tuple(tuple(x) if isinstance(x, list) else x for x in raw.get(key, ()))
         return cls(**raw)
 
@@ -150,6 +151,15 @@ def draw(rng: random.Random) -> SwarmSpec:
         for site in STORE_FAULT_SITES
         if rng.random() < 0.5
     )
+    # Drawn last, so the rest of each seed's world is what it was before stops existed.
+    # Only with a peer to keep serving (a lone one-slot worker that its own schedule keeps
+    # busy starves its queue after a restart re-phases the entries: no peer, no drain).
+    stops = tuple(
+        sorted(
+            (round(rng.uniform(60, span * 0.8), 3), rng.randint(1, workers))
+            for _ in range(rng.randint(0, 2) if workers > 1 else 0)
+        )
+    )
     return SwarmSpec(
         workers=workers,
         concurrency=rng.randint(1, 3),
@@ -162,6 +172,7 @@ def draw(rng: random.Random) -> SwarmSpec:
         slow_share=rng.choice((0.0, 0.05)),
         retry=rng.randint(0, 3),
         crashes=crashes,
+        stops=stops,
         drops=drops,
         skew=skew,
         faults=faults,
@@ -313,6 +324,7 @@ async def _produce(world: SwarmWorld, producer: Producer, span: float) -> None:
 async def _chaos(world: SwarmWorld, hosts: list[Host]) -> None:
     spec = world.spec
     events: list[tuple[float, int, str, float]] = [(t, h, "crash", 0.0) for t, h in spec.crashes]
+    events += [(t, h, "stop", 0.0) for t, h in spec.stops]
     events += [(t, h, "drop", d) for t, h, d in spec.drops]
     events.sort()
     start = world.now()
@@ -322,12 +334,26 @@ async def _chaos(world: SwarmWorld, hosts: list[Host]) -> None:
             host = hosts[index - 1]
             if kind == "crash":
                 tasks.create_task(_crash_and_restart(host))
+            elif kind == "stop":
+                tasks.create_task(_stop_and_restart(host))
             else:
                 tasks.create_task(_drop_for(world, host, seconds))
 
 
 async def _crash_and_restart(host: Host) -> None:
     await host.crash()
+    await asyncio.sleep(RESTART_AFTER)
+    if not host.alive:
+        host.start()
+
+
+async def _stop_and_restart(host: Host) -> None:
+    """A graceful stop (a deploy) while the peers keep serving: the stopping worker keeps
+    its running jobs, long ones included, heartbeating until they end."""
+    if not host.alive:
+        return
+    host.world.emit("graceful_stop", host=host.index)
+    await host.stop()
     await asyncio.sleep(RESTART_AFTER)
     if not host.alive:
         host.start()
@@ -361,7 +387,7 @@ def _entries_never_overlap(world: SwarmWorld) -> Check:
 
 
 def _interval_cadence(world: SwarmWorld) -> Check:
-    """Each interval entry on a host that never crashed fires once per `every`, exactly.
+    """Each interval entry on a host never crashed or stopped early fires once per `every`.
 
     From the host's start to its graceful stop (WORKER_STOPPING) the scheduler has one due
     time per `every` on the monotonic clock (wall-clock steps do not move it), the first at
@@ -373,7 +399,7 @@ def _interval_cadence(world: SwarmWorld) -> Check:
     graceful stop starts no new runs), so it is counted when the stop found the entry idle
     and every slot of its host held.
     """
-    crashed = {h for _, h in world.spec.crashes}
+    crashed = {h for _, h in (*world.spec.crashes, *world.spec.stops)}
     fired = Counter(
         str(r.get("label")) for r in world.trace.of(LogEvent.JOB_STARTED.value)
     ) + Counter(str(r.get("entry")) for r in world.trace.of(LogEvent.JOB_SKIPPED.value))
@@ -490,6 +516,7 @@ def checks(world: World) -> list[Check]:
         _entries_never_overlap(world),
         _interval_cadence(world),
         *_queue_history(world),
+        invariants.no_concurrent_runs(world.trace),
         invariants.bounded_steps(world, 5000),
     ]
 
