@@ -74,12 +74,17 @@ def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) ->
         poll_interval=settings.poll_interval,
         lease=settings.lease,
         owner=owner_id(),
-        host=os.uname().nodename,
+        host=this_host(),
         pid=os.getpid(),
     )
+
+
+def this_host() -> str:
+    """The name this host's workers put in their `workers` rows (and `health` looks for)."""
+    return os.uname().nodename
 
 
 def owner_id() -> str:
     """A worker process's unique owner id: host, pid and a random token (a reused pid, or
     the same index under a second supervisor, still gets a new one)."""
-    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+    return f"{this_host()}:{os.getpid()}:{os.urandom(4).hex()}"

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "reference.schedule": 1,
     "reference.store": 1,
     "reference.transport": 1,
+    "reference.health": 1,
     # 2: engine
     "reference.scheduler": 2,
     "reference.runner": 2,
@@ -48,6 +49,7 @@ LAYERS: dict[str, int] = {
     # 4: composition roots
     "reference.runtime": 4,
     "reference.config": 4,
+    "reference.cli": 4,
     "reference.wiring": 4,
     "reference.worker": 4,
     "reference.supervisor": 4,
