@@ -142,7 +142,8 @@ def test_health_without_a_database_is_one_line_exit_1(ws: Workspace) -> None:
 
 
 def test_json_log_lines_carry_the_structured_fields(ws: Workspace) -> None:
-    proc = _metrics_worker(ws, "--metrics", "off", env={"QUEUE_LOG_FORMAT": "json"})
+    # On the supervisor's command line: it passes the option on to its worker.
+    proc = _metrics_worker(ws, "--metrics", "off", "--log-format", "json")
     wait_until(lambda: '"worker_started"' in proc.stderr and '"worker": 1' in proc.stderr)
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0
