@@ -141,13 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--options", metavar="JSON", help="call-site options as a JSON object")
     sub.add_parser("stats", help="counts by status and the oldest pending job's age")
     sub.add_parser("workers", help="worker processes: live, stopped, or gone silent")
-    health = sub.add_parser(
-        "health",
-        help="probe: exit 0 if this host's workers heartbeat, else 1 (one line says why)",
-    )
+    probe = "probe: exit 0 if this host's workers heartbeat, else 1 (one line says why)"
+    health = sub.add_parser("health", help=probe, description=probe)
     health.add_argument(
         "--host",
-        help="judge this host's workers instead (default: this host's name, as workers record it)",
+        help=f"the host whose workers to judge (default: this host, {this_host()!r})",
     )
     lst = sub.add_parser("list", help="list jobs, newest first")
     lst.add_argument("--status", choices=[s.value for s in JobStatus])
