@@ -56,13 +56,8 @@ class Health:
     reason: str
 
 
-def check_host(rows: Iterable[WorkerRow], host: str, *, now: float, lease: float) -> Health:
-    """Healthy when `host` has a live worker and none of its worker slots has gone silent.
-
-    Each index counts by its newest row: a worker the supervisor restarted has a fresh row
-    beside the dead one's, and the restart is what matters. Slots whose newest row stopped
-    gracefully are ignored (a smaller `--workers` after a restart) unless all stopped.
-    """
+def newest_by_index(rows: Iterable[WorkerRow], host: str) -> dict[int, WorkerRow]:
+    """Each worker index of `host` with its newest row: a restarted worker's, not its dead one's."""
     newest: dict[int, WorkerRow] = {}
     for row in rows:
         if row.host != host:
@@ -70,6 +65,17 @@ def check_host(rows: Iterable[WorkerRow], host: str, *, now: float, lease: float
         seen = newest.get(row.index)
         if seen is None or (_seconds(row.started_at) or 0.0) > (_seconds(seen.started_at) or 0.0):
             newest[row.index] = row
+    return newest
+
+
+def check_host(rows: Iterable[WorkerRow], host: str, *, now: float, lease: float) -> Health:
+    """Healthy when `host` has a live worker and none of its worker slots has gone silent.
+
+    Each index counts by its newest row: a worker the supervisor restarted has a fresh row
+    beside the dead one's, and the restart is what matters. Slots whose newest row stopped
+    gracefully are ignored (a smaller `--workers` after a restart) unless all stopped.
+    """
+    newest = newest_by_index(rows, host)
     if not newest:
         return Health(False, f"no worker of host {host!r} has registered in this database")
     states = {i: worker_state(r, now=now, lease=lease) for i, r in sorted(newest.items())}

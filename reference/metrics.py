@@ -1,7 +1,8 @@
 """The shared-memory metrics file: one `counters.SEGMENT_SIZE` segment per worker.
 
 Owns the file format (header + segments), its safe creation and growth, the writer's
-mmap, the lock-free reader `read_all()`, and the operator CLI `python -m reference.metrics`.
+mmap, the lock-free reader `read_all()`, and the operator CLI `python -m reference.metrics`
+(which asks the database's `workers` table, through `SqliteStore`, which workers are live).
 The only importer of `mmap`; never imports sqlite3, socket, threading or `sim`.
 """
 
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from reference import __version__
 from reference.counters import SEGMENT_SIZE, BufferCounters, Snapshot
-from reference.errors import MetricsFileError
+from reference.errors import BackgroundError, MetricsFileError, StoreError
+from reference.health import WorkerState, newest_by_index, worker_state
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -305,6 +307,11 @@ METRICS: tuple[Metric, ...] = (
         "Duration of the last finished run.",
     ),
 )
+# A worker's state comes from the database's `workers` table, not from the file: a stopped
+# or killed worker's segment keeps its last values, which alone would look live.
+WORKER_STATES = tuple(state.value for state in WorkerState)
+STATE_METRIC = "reference_state"
+STATE_HELP = "Worker state from the workers table: 1 for the current one (live, stopped, gone)."
 TABLE_NOTE = "counts are runs (attempts), not jobs; `python -m reference.queue stats` counts jobs"
 # The table's summed columns: every integer counter and gauge (the timestamps are not).
 _SUMMED = tuple(m.field for m in METRICS if m.field not in ("last_run_at", "last_duration_ms"))
@@ -362,17 +369,24 @@ def _cell(s: Snapshot, field: str) -> str:
     return str(getattr(s, field))
 
 
-def format_table(snapshots: Sequence[Snapshot]) -> str:
-    """Render snapshots as an aligned table with a totals row; columns are the JSON keys."""
-    head = ("worker", *(m.field for m in METRICS))
+def format_table(snapshots: Sequence[Snapshot], states: Mapping[int, str] | None = None) -> str:
+    """Render snapshots as an aligned table with a totals row; columns are the JSON keys.
+
+    `states` maps a worker index to its state in the `workers` table (`live`, `stopped`,
+    `gone`); `-` where it is unknown (no database to ask).
+    """
+    known = states or {}
+    head = ("worker", "state", *(m.field for m in METRICS))
     rows: list[tuple[str, ...]] = [
-        (str(s.worker), *(_cell(s, m.field) for m in METRICS)) for s in snapshots
+        (str(s.worker), known.get(s.worker, "-"), *(_cell(s, m.field) for m in METRICS))
+        for s in snapshots
     ]
     latest = max((s.last_run_at for s in snapshots), default=0.0)
     sums = {f: str(sum(getattr(s, f) for s in snapshots)) for f in _SUMMED}
-    rows.append(("total", *(sums.get(m.field, "-") for m in METRICS[:-2]), _iso(latest), "-"))
+    totals = (sums.get(m.field, "-") for m in METRICS[:-2])
+    rows.append(("total", "-", *totals, _iso(latest), "-"))
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
-    left = {0, head.index("last_run_at")}
+    left = {0, 1, head.index("last_run_at")}
 
     def line(cells: Sequence[str]) -> str:
         # Worker and timestamp columns read left to right; numbers align right.
@@ -385,11 +399,14 @@ def format_table(snapshots: Sequence[Snapshot]) -> str:
     return "\n".join([line(head), *(line(r) for r in rows), f"({TABLE_NOTE})"])
 
 
-def format_json(snapshots: Sequence[Snapshot]) -> str:
-    """Render snapshots as a JSON list of objects (all fields, plus `last_run_iso`)."""
+def format_json(snapshots: Sequence[Snapshot], states: Mapping[int, str] | None = None) -> str:
+    """Render snapshots as a JSON list of objects: `worker`, `state` (None: unknown), every
+    field, and `last_run_iso`."""
+    known = states or {}
     items = []
     for s in snapshots:
-        item: dict[str, object] = asdict(s)
+        item: dict[str, object] = {"worker": s.worker, "state": known.get(s.worker)}
+        item.update(asdict(s))
         item["last_run_iso"] = None if s.last_run_at <= 0 else _iso(s.last_run_at)
         items.append(item)
     return json.dumps(items, indent=2)
@@ -399,9 +416,23 @@ def _prom_value(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 
-def format_prometheus(snapshots: Sequence[Snapshot]) -> str:
-    """Render snapshots in the Prometheus text exposition format (version 0.0.4)."""
+def format_prometheus(
+    snapshots: Sequence[Snapshot], states: Mapping[int, str] | None = None
+) -> str:
+    """Render snapshots in the Prometheus text exposition format (version 0.0.4).
+
+    Workers whose state is known also get `reference_state{worker,state}`: 1 for the state
+    the `workers` table gives, 0 for the others (the usual way to expose an enum).
+    """
     out: list[str] = []
+    known = [s.worker for s in snapshots if states and s.worker in states]
+    if states and known:
+        out.append(f"# HELP {STATE_METRIC} {STATE_HELP}")
+        out.append(f"# TYPE {STATE_METRIC} gauge")
+        for worker in known:
+            for state in WORKER_STATES:
+                flag = int(states[worker] == state)
+                out.append(f'{STATE_METRIC}{{worker="{worker}",state="{state}"}} {flag}')
     for m in METRICS:
         out.append(f"# HELP {m.prometheus} {m.help}")
         out.append(f"# TYPE {m.prometheus} {m.kind}")
@@ -413,14 +444,29 @@ def format_prometheus(snapshots: Sequence[Snapshot]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, int | None]:
-    from reference.config import resolve_db_path, resolve_metrics_path  # layer 4: defaults
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    path: str  # the metrics file
+    workers: int | None  # None: every segment in the file
+    states_db: str | None  # the database whose `workers` rows give the states, if any
+    lease: float
 
-    path = resolve_metrics_path(
-        metrics=args.metrics, db_path=resolve_db_path(args.db, environ), environ=environ
+
+def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> _Plan:
+    from reference.config import (  # layer 4: the defaults and the environment
+        resolve_db_path,
+        resolve_lease,
+        resolve_metrics_path,
     )
+
+    db_path = resolve_db_path(args.db, environ)
+    path = resolve_metrics_path(metrics=args.metrics, db_path=db_path, environ=environ)
     if path is None:
         raise _UsageError("metrics are turned off (METRICS_PATH or --metrics is 'off')")
+    # The database tells the workers' states when the file is its (derived from it) or
+    # when --db names it; an explicit file alone says nothing about which database it is.
+    explicit_file = args.metrics is not None or bool(environ.get("METRICS_PATH"))
+    states_db = db_path if args.db is not None or not explicit_file else None
     workers: int | None = args.workers
     if workers is None and environ.get("BACKGROUND_FORKS"):
         raw = environ["BACKGROUND_FORKS"]
@@ -430,7 +476,34 @@ def _resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str,
             raise _UsageError(f"BACKGROUND_FORKS must be an integer, got {raw!r}") from None
     if workers is not None and not 1 <= workers <= MAX_WORKERS:
         raise _UsageError(f"workers must be in 1..{MAX_WORKERS}, got {workers}")
-    return path, workers
+    try:
+        lease = resolve_lease(environ)
+    except BackgroundError as exc:  # ConfigError: a malformed QUEUE_LEASE
+        raise _UsageError(str(exc)) from None
+    return _Plan(path, workers, states_db, lease)
+
+
+def worker_states(db_path: str, *, now: float, lease: float) -> dict[int, str]:
+    """This host's worker states by index, from the database's `workers` table.
+
+    Empty when the database cannot tell (missing, not a queue database, unreadable): the
+    metrics are still worth showing without them.
+    """
+    from reference.process import this_host
+    from reference.sqlite_store import SqliteStore
+
+    if not os.path.exists(db_path):  # opening would only fail; never create one
+        return {}
+    try:
+        store = SqliteStore.open_readonly(db_path)
+        try:
+            rows = store.list_workers()
+        finally:
+            store.close()
+    except StoreError:
+        return {}
+    newest = newest_by_index(rows, this_host())
+    return {i: worker_state(r, now=now, lease=lease).value for i, r in newest.items()}
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -442,12 +515,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     parser = _build_parser()
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-        path, workers = _resolve(args, environ)
+        plan = _resolve(args, environ)
     except _UsageError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
+    path, workers = plan.path, plan.workers
     try:
         header, _ = read_header(path)
         if workers is None:
@@ -463,12 +537,17 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except MetricsFileError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 1
+    states: dict[int, str] = {}
+    if plan.states_db is not None:
+        from reference.clock import SystemClock
+
+        states = worker_states(plan.states_db, now=SystemClock().realtime(), lease=plan.lease)
     if args.json:
-        print(format_json(snapshots))
+        print(format_json(snapshots, states))
     elif args.prometheus:
-        print(format_prometheus(snapshots), end="")
+        print(format_prometheus(snapshots, states), end="")
     else:
-        print(format_table(snapshots))
+        print(format_table(snapshots, states))
     return 0
 
 

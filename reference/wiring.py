@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from reference.consumer import QueueWiring
 from reference.errors import SocketInUseError
-from reference.process import socket_holders
+from reference.process import socket_holders, this_host
 from reference.sqlite_store import SqliteStore
 from reference.unix_transport import UnixTransport
 from reference.waker import socket_address
@@ -77,11 +77,6 @@ def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) ->
         host=this_host(),
         pid=os.getpid(),
     )
-
-
-def this_host() -> str:
-    """The name this host's workers put in their `workers` rows (and `health` looks for)."""
-    return os.uname().nodename
 
 
 def owner_id() -> str:

@@ -35,10 +35,10 @@ from reference.errors import (
 )
 from reference.health import check_host, worker_state
 from reference.metrics import MAX_WORKERS
+from reference.process import this_host
 from reference.records import JobStatus
 from reference.registry import default_registry
 from reference.sqlite_store import SqliteStore
-from reference.wiring import this_host
 from reference.worker import import_modules
 
 if TYPE_CHECKING:

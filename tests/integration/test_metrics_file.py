@@ -23,10 +23,12 @@ from reference.metrics import (
     LAYOUT_VERSION,
     MAGIC,
     METRICS,
+    format_prometheus,
     main,
     metrics_path_for,
     open_metrics,
     read_all,
+    worker_states,
 )
 
 if TYPE_CHECKING:
@@ -360,10 +362,12 @@ def test_cli_table_has_a_row_per_worker_and_totals(
     assert main(["--metrics", populated], environ={}) == 0
     lines = capsys.readouterr().out.splitlines()
     # The columns are the JSON keys, in the file's order (one name for one value).
-    assert lines[0].split() == ["worker", *(m.field for m in METRICS)]
+    # `state` is the workers table's word; an explicit file names no database: unknown.
+    assert lines[0].split() == ["worker", "state", *(m.field for m in METRICS)]
     assert [line.split()[0] for line in lines[1:-1]] == ["1", "2", "3", "total"]
     assert lines[1].split() == [
         "1",
+        "-",
         "2",
         "1",
         "0",
@@ -375,7 +379,7 @@ def test_cli_table_has_a_row_per_worker_and_totals(
         "1500.0",
     ]
     assert lines[2].split()[-2:] == ["-", "-"]
-    assert lines[4].split()[:8] == ["total", "2", "1", "0", "0", "1", "1", "2"]
+    assert lines[4].split()[:9] == ["total", "-", "2", "1", "0", "0", "1", "1", "2"]
     # Aligned: every row is as wide as the header's last column end.
     assert len({len(line) for line in lines[:-1]}) == 1
     # The counters' unit is said where they are shown.
@@ -400,6 +404,7 @@ def test_cli_json_shape(populated: str, capsys: pytest.CaptureFixture[str]) -> N
     assert [d["worker"] for d in data] == [1, 2, 3]
     expected_keys = {
         "worker",
+        "state",
         "total_runs",
         "total_successes",
         "total_failures",
@@ -417,7 +422,8 @@ def test_cli_json_shape(populated: str, capsys: pytest.CaptureFixture[str]) -> N
     assert data[0]["last_run_iso"] == "2023-11-14T22:14:20+00:00"
     assert data[1]["last_run_iso"] is None
     assert (data[2]["total_skips"], data[2]["free_slots"]) == (1, 2)
-    assert set(expected_keys) - {"worker", "last_run_iso"} == {m.field for m in METRICS}
+    assert set(expected_keys) - {"worker", "state", "last_run_iso"} == {m.field for m in METRICS}
+    assert all(d["state"] is None for d in data)  # no database named: unknown
 
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -488,3 +494,28 @@ def test_cli_runs_as_a_module(populated: str) -> None:
     out = _run_cli("--metrics", populated, "--prometheus")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("# HELP reference_runs_total ")
+
+
+def test_prometheus_states_are_an_enum_per_known_worker(populated: str) -> None:
+    text = format_prometheus(read_all(3, populated), {1: "gone", 3: "live"})
+    states = [line for line in text.splitlines() if line.startswith("reference_state{")]
+    assert all(SAMPLE.match(line) for line in states)
+    assert states == [
+        'reference_state{worker="1",state="live"} 0',
+        'reference_state{worker="1",state="stopped"} 0',
+        'reference_state{worker="1",state="gone"} 1',
+        'reference_state{worker="3",state="live"} 1',
+        'reference_state{worker="3",state="stopped"} 0',
+        'reference_state{worker="3",state="gone"} 0',
+    ]
+    assert "reference_state" not in format_prometheus(read_all(3, populated))
+
+
+def test_worker_states_without_a_queue_database_are_unknown(workdir: str) -> None:
+    missing = os.path.join(workdir, "absent.db")
+    assert worker_states(missing, now=0.0, lease=60.0) == {}
+    assert not os.path.exists(missing)  # never created
+    junk = os.path.join(workdir, "junk.db")
+    Path(junk).write_text("not sqlite")
+    assert worker_states(junk, now=0.0, lease=60.0) == {}
+    assert Path(junk).read_text() == "not sqlite"

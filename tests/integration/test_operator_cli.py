@@ -124,7 +124,10 @@ def test_health_follows_the_workers_and_metrics_sit_beside_the_database(ws: Work
     wait_until(lambda: runs() == 1, what="the run counted in <db>.metrics")
     via_env = _run([sys.executable, "-m", "reference.metrics"], {"QUEUE_DB_PATH": str(ws.db)})
     assert via_env.returncode == 0, via_env.stderr
-    assert via_env.stdout.splitlines()[1].split()[:2] == ["1", "1"]
+    assert via_env.stdout.splitlines()[1].split()[:3] == ["1", "live", "1"]
+    prom = _run([sys.executable, "-m", "reference.metrics", "--db", str(ws.db), "--prometheus"])
+    assert 'reference_state{worker="1",state="live"} 1' in prom.stdout.splitlines()
+    assert 'reference_state{worker="1",state="gone"} 0' in prom.stdout.splitlines()
     other = _run([sys.executable, "-m", "reference.metrics", "--db", str(ws.root / "other.db")])
     assert other.returncode == 1
     assert "other.db.metrics" in other.stderr
@@ -134,6 +137,9 @@ def test_health_follows_the_workers_and_metrics_sit_beside_the_database(ws: Work
     stopped = ws.queue_cli("health")
     assert stopped.returncode == 1
     assert "has stopped" in stopped.stderr
+    # The stopped worker's counters are still in the file; the database says it stopped.
+    after = _run([sys.executable, "-m", "reference.metrics", "--db", str(ws.db), "--json"])
+    assert [(d["state"], d["total_runs"]) for d in json.loads(after.stdout)] == [("stopped", 1)]
 
 
 def test_health_without_a_database_is_one_line_exit_1(ws: Workspace) -> None:
