@@ -543,11 +543,17 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
         states = worker_states(plan.states_db, now=SystemClock().realtime(), lease=plan.lease)
     if args.json:
-        print(format_json(snapshots, states))
+        text = format_json(snapshots, states) + "\n"
     elif args.prometheus:
-        print(format_prometheus(snapshots, states), end="")
+        text = format_prometheus(snapshots, states)
     else:
-        print(format_table(snapshots, states))
+        text = format_table(snapshots, states) + "\n"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head` stopped reading: no traceback, and none at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -519,3 +519,20 @@ def test_worker_states_without_a_queue_database_are_unknown(workdir: str) -> Non
     Path(junk).write_text("not sqlite")
     assert worker_states(junk, now=0.0, lease=60.0) == {}
     assert Path(junk).read_text() == "not sqlite"
+
+
+def test_cli_into_a_closed_pipe_prints_no_traceback(populated: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reference.metrics", "--metrics", populated, "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # like `| head` that has read enough (long before the child writes)
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=BOUND) == 1
+    assert "Traceback" not in err
+    assert "BrokenPipe" not in err
