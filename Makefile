@@ -15,7 +15,7 @@ test:
 run:
 	mkdir -p $(RUN_DIR)
 	$(PY) -m reference.worker --workers 2 --schedule examples/schedule.yml --import examples.jobs \
-		--db $(RUN_DIR)/queue.db --socket-dir $(RUN_DIR)/sockets --metrics $(RUN_DIR)/metrics.bin
+		--db $(RUN_DIR)/queue.db --socket-dir $(RUN_DIR)/sockets
 
 sim:
 	$(PY) -m sim

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from reference.allocator import DEFAULT_TRIM_THRESHOLD
 from reference.consumer import DEFAULT_LEASE
 from reference.errors import ConfigError
-from reference.metrics import MAX_WORKERS, default_metrics_path
+from reference.metrics import MAX_WORKERS, metrics_path_for
 from reference.supervisor import DEFAULT_STOP_GRACE
 from reference.waker import POLL_INTERVAL, wake_addresses
 
@@ -27,11 +27,31 @@ DEFAULT_WORKERS = 1
 DEFAULT_DB_PATH = os.path.join("tmp", "queue.db")
 DEFAULT_SOCKET_DIR = os.path.join("tmp", "sockets")
 METRICS_OFF = frozenset({"", "off", "none", "0"})
+# Logging (`--log-level`/`QUEUE_LOG_LEVEL`, `--log-format`/`QUEUE_LOG_FORMAT`). A worker
+# logs its lifecycle at INFO; the queue CLI prints its answers on stdout and only warns.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_CLI_LOG_LEVEL = "WARNING"
+DEFAULT_LOG_FORMAT = "text"
+
+
+def default_metrics_path(db_path: str = DEFAULT_DB_PATH) -> str:
+    """The metrics file the workers of the database at `db_path` write when not told."""
+    return metrics_path_for(db_path)
 
 
 def process_environ() -> Mapping[str, str]:
     """A snapshot of this process's environment, for CLIs resolving their fallbacks."""
     return dict(os.environ)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """How a CLI process logs: a level name from LOG_LEVELS and a format from LOG_FORMATS."""
+
+    level: str = DEFAULT_LOG_LEVEL
+    format: str = DEFAULT_LOG_FORMAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +145,62 @@ def _heap_trim_threshold(environ: Mapping[str, str]) -> int | None:
     return DEFAULT_TRIM_THRESHOLD
 
 
+def _one_of(key: str, raw: object, allowed: Sequence[str], *, upper: bool) -> str:
+    text = str(raw).strip()
+    value = text.upper() if upper else text.lower()
+    if value not in allowed:
+        shown = text if len(text) <= 40 else f"{text[:37]}..."
+        raise ConfigError(f"must be one of {', '.join(allowed)}, not {shown!r}", key=key)
+    return value
+
+
+def resolve_logging(
+    *,
+    level: str | None,
+    fmt: str | None,
+    environ: Mapping[str, str],
+    default_level: str = DEFAULT_LOG_LEVEL,
+) -> LogSettings:
+    """Resolve `--log-level`/`--log-format` > `QUEUE_LOG_LEVEL`/`QUEUE_LOG_FORMAT` > defaults.
+
+    Raises:
+        ConfigError: a level is not in LOG_LEVELS (any case) or a format not in LOG_FORMATS.
+    """
+    raw_level = _pick(level, environ, "QUEUE_LOG_LEVEL") or default_level
+    raw_format = _pick(fmt, environ, "QUEUE_LOG_FORMAT") or DEFAULT_LOG_FORMAT
+    return LogSettings(
+        level=_one_of("log-level", raw_level, LOG_LEVELS, upper=True),
+        format=_one_of("log-format", raw_format, LOG_FORMATS, upper=False),
+    )
+
+
+def resolve_metrics_path(
+    *, metrics: str | None, db_path: str, environ: Mapping[str, str]
+) -> str | None:
+    """`--metrics` > `METRICS_PATH` > the file beside the database; None when turned off.
+
+    The workers and `python -m reference.metrics` both resolve through here, so the CLI given
+    the same `--db` reads the file those workers write (`metrics.metrics_path_for`).
+    """
+    raw = _pick(metrics, environ, "METRICS_PATH")
+    if raw is None:
+        return default_metrics_path(db_path)
+    if str(raw).strip().lower() in METRICS_OFF:
+        return None
+    return str(raw)
+
+
+def resolve_lease(environ: Mapping[str, str]) -> float:
+    """`QUEUE_LEASE` seconds, else DEFAULT_LEASE: how long a silent worker still counts live."""
+    lease = environ.get("QUEUE_LEASE")
+    return DEFAULT_LEASE if lease is None else _positive_float("QUEUE_LEASE", lease)
+
+
+def resolve_db_path(db: str | None, environ: Mapping[str, str]) -> str:
+    """`--db` > `QUEUE_DB_PATH` > DEFAULT_DB_PATH."""
+    return str(_pick(db, environ, "QUEUE_DB_PATH") or DEFAULT_DB_PATH)
+
+
 def resolve_queue(
     *,
     db: str | None,
@@ -133,7 +209,7 @@ def resolve_queue(
     environ: Mapping[str, str],
 ) -> QueueSettings:
     """Resolve the producer-side queue settings (also used by `python -m reference.queue`)."""
-    db_path = str(_pick(db, environ, "QUEUE_DB_PATH") or DEFAULT_DB_PATH)
+    db_path = resolve_db_path(db, environ)
     sock = str(_pick(socket_dir, environ, "QUEUE_SOCKET_DIR") or DEFAULT_SOCKET_DIR)
     raw_workers = _pick(workers, environ, "BACKGROUND_FORKS")
     total = (
@@ -173,20 +249,13 @@ def resolve_worker(
     raw_conc = _pick(concurrency, environ, "LIMIT_JOB_COUNT")
     conc = DEFAULT_CONCURRENCY if raw_conc is None else _positive_int("concurrency", str(raw_conc))
     schedule_path = _pick(schedule, environ, "SCHEDULE_PATH")
-    metrics_raw = _pick(metrics, environ, "METRICS_PATH")
-    if metrics_raw is None:
-        metrics_path: str | None = default_metrics_path()
-    elif str(metrics_raw).strip().lower() in METRICS_OFF:
-        metrics_path = None
-    else:
-        metrics_path = str(metrics_raw)
+    metrics_path = resolve_metrics_path(metrics=metrics, db_path=queue.db_path, environ=environ)
     if worker_index is not None and not 1 <= worker_index <= queue.total_workers:
         raise ConfigError(
             f"must be between 1 and --workers ({queue.total_workers}), not {worker_index}",
             key="worker-index",
         )
     poll = environ.get("QUEUE_POLL_INTERVAL")
-    lease = environ.get("QUEUE_LEASE")
     stop_grace = environ.get("WORKER_STOP_GRACE")
     return WorkerSettings(
         schedule_path=None if schedule_path is None else str(schedule_path),
@@ -200,7 +269,7 @@ def resolve_worker(
         poll_interval=POLL_INTERVAL
         if poll is None
         else _positive_float("QUEUE_POLL_INTERVAL", poll),
-        lease=DEFAULT_LEASE if lease is None else _positive_float("QUEUE_LEASE", lease),
+        lease=resolve_lease(environ),
         heap_trim_threshold=_heap_trim_threshold(environ),
         stop_grace=DEFAULT_STOP_GRACE
         if stop_grace is None

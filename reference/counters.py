@@ -25,7 +25,7 @@ FIELDS = (
     "active_jobs",
     "last_run_at",
     "last_duration_ms",
-    "capacity",
+    "free_slots",
 )
 _OFFSET = {name: i * 8 for i, name in enumerate(FIELDS)}
 _INT = struct.Struct("<q")
@@ -53,7 +53,7 @@ class Snapshot:
     active_jobs: int
     last_run_at: float
     last_duration_ms: float
-    capacity: int
+    free_slots: int  # concurrency slots free at the last change (set_capacity)
 
     @classmethod
     def unpack(cls, worker: int, data: bytes | memoryview, offset: int = 0) -> Snapshot:
@@ -109,7 +109,7 @@ class BufferCounters:
         self._add("total_skips", 1)
 
     def set_capacity(self, free_slots: int) -> None:
-        _INT.pack_into(self._buf, self._base + _OFFSET["capacity"], free_slots)
+        _INT.pack_into(self._buf, self._base + _OFFSET["free_slots"], free_slots)
 
     def reset(self) -> None:
         """Zero the segment (a worker starting afresh in its slot)."""

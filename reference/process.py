@@ -1,4 +1,5 @@
-"""This process's ties to others: dying with the parent, and who holds a Unix socket path.
+"""This process's ties to others: dying with the parent, who holds a Unix socket path, and
+the host's name as worker rows record it.
 
 Layer 3 (adapter). Imports nothing from the package; with `allocator.py`, the only importer
 of `ctypes` (for `prctl`). Both features are Linux's (`prctl(PR_SET_PDEATHSIG)`, `/proc`);
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 
 PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 PR_GET_PDEATHSIG: Final = 2
+
+
+def this_host() -> str:
+    """This host's name as its workers record it in the `workers` table (and probes look for)."""
+    return os.uname().nodename
 
 
 def _prctl() -> Callable[..., int] | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from reference.consumer import QueueWiring
 from reference.errors import SocketInUseError
-from reference.process import pid_exists, socket_holders
+from reference.process import pid_exists, socket_holders, this_host
 from reference.sqlite_store import SqliteStore
 from reference.unix_transport import UnixTransport
 from reference.waker import socket_address
@@ -76,9 +76,9 @@ def open_queue_wiring(settings: WorkerSettings, index: int, stack: ExitStack) ->
         poll_interval=settings.poll_interval,
         lease=settings.lease,
         owner=owner_id(),
-        host=os.uname().nodename,
+        host=this_host(),
         pid=os.getpid(),
-        gone=local_process_gone(os.uname().nodename),
+        gone=local_process_gone(this_host()),
     )
 
 
@@ -110,4 +110,4 @@ def open_schedule_store(settings: WorkerSettings, stack: ExitStack) -> SqliteSto
 def owner_id() -> str:
     """A worker process's unique owner id: host, pid and a random token (a reused pid, or
     the same index under a second supervisor, still gets a new one)."""
-    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+    return f"{this_host()}:{os.getpid()}:{os.urandom(4).hex()}"

@@ -21,8 +21,20 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 from reference.allocator import keep_freed_heap
+from reference.cli import OneLineParser, add_logging_options, add_version, configure_logging
 from reference.clock import SystemClock
-from reference.config import WorkerSettings, process_environ, resolve_worker
+from reference.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DB_PATH,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_SOCKET_DIR,
+    DEFAULT_WORKERS,
+    WorkerSettings,
+    default_metrics_path,
+    process_environ,
+    resolve_logging,
+    resolve_worker,
+)
 from reference.counters import NullCounters
 from reference.errors import (
     BackgroundError,
@@ -31,6 +43,7 @@ from reference.errors import (
     StoreError,
     StoreUnusableError,
 )
+from reference.metrics import METRICS_SUFFIX
 from reference.offload import ThreadOffload
 from reference.records import LogEvent
 from reference.registry import default_registry
@@ -53,7 +66,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("reference.worker")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process_tag)s] %(name)s: %(message)s"
 # How often a supervised worker checks that its supervisor is still its parent: one cheap
 # getppid() a second, the fallback where the kernel's parent-death signal is unavailable.
 PARENT_CHECK_INTERVAL = 1.0
@@ -63,16 +75,44 @@ LEFTOVER_GRACE = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m reference.worker",
         description="Run scheduled and queued jobs: a supervisor of N workers, or one worker.",
     )
-    parser.add_argument("--schedule", help="schedule YAML file (env SCHEDULE_PATH)")
-    parser.add_argument("--workers", type=int, help="worker processes (env BACKGROUND_FORKS)")
-    parser.add_argument("--concurrency", type=int, help="jobs at once per worker (default 2)")
-    parser.add_argument("--db", help="queue SQLite file (env QUEUE_DB_PATH)")
-    parser.add_argument("--socket-dir", help="wake-up socket dir (env QUEUE_SOCKET_DIR)")
-    parser.add_argument("--metrics", help="metrics file, or 'off' (env METRICS_PATH)")
+    add_version(parser)
+    parser.add_argument(
+        "--schedule",
+        metavar="PATH",
+        help="schedule YAML file (env SCHEDULE_PATH; default: none, serve the queue only)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"worker processes (env BACKGROUND_FORKS; default: {DEFAULT_WORKERS})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="K",
+        help=f"jobs at once per worker (env LIMIT_JOB_COUNT; default: {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help=f"queue SQLite file (env QUEUE_DB_PATH; default: {DEFAULT_DB_PATH})",
+    )
+    parser.add_argument(
+        "--socket-dir",
+        metavar="DIR",
+        help=f"wake-up socket dir (env QUEUE_SOCKET_DIR; default: {DEFAULT_SOCKET_DIR})",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="PATH",
+        help=f"metrics file, or 'off' (env METRICS_PATH; default: the database path plus "
+        f"{METRICS_SUFFIX}, e.g. {default_metrics_path()})",
+    )
     parser.add_argument(
         "--import",
         dest="imports",
@@ -81,36 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import MODULE so its Job subclasses are registered (repeatable)",
     )
-    parser.add_argument("--worker-index", type=int, help="run only this worker (1..N)")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--worker-index", type=int, metavar="I", help="run only this worker (1..N)")
+    add_logging_options(parser, default_level=DEFAULT_LOG_LEVEL)
     # Internal: the supervisor passes its pid, and the worker stops when that parent is gone.
     parser.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)
     return parser
-
-
-class _WorkerTag(logging.Filter):
-    """Tags every record with this process ('worker N' or 'supervisor') for the format.
-
-    A separate attribute, not `worker`: records carry `extra={"worker": ...}` for their
-    structured fields, and the tag must say which process wrote the line.
-    """
-
-    def __init__(self, tag: str) -> None:
-        super().__init__()
-        self.tag = tag
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.process_tag = self.tag
-        return True
-
-
-def configure_logging(level: str, tag: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(_WorkerTag(tag))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def import_modules(modules: Sequence[str]) -> None:
@@ -276,7 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
     tag = "supervisor" if args.worker_index is None else f"worker {args.worker_index}"
-    configure_logging(args.log_level, tag)
+    try:
+        logs = resolve_logging(level=args.log_level, fmt=args.log_format, environ=process_environ())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(logs, tag)
     supervised = args.worker_index is not None and args.supervisor_pid is not None
     if supervised and not _tie_to_supervisor(args.supervisor_pid):
         return 0

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "reference.store": 1,
     "reference.liveness": 1,
     "reference.transport": 1,
+    "reference.health": 1,
     # 2: engine
     "reference.scheduler": 2,
     "reference.row_scheduler": 2,
@@ -52,6 +53,7 @@ LAYERS: dict[str, int] = {
     # 4: composition roots
     "reference.runtime": 4,
     "reference.config": 4,
+    "reference.cli": 4,
     "reference.wiring": 4,
     "reference.worker": 4,
     "reference.supervisor": 4,

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
+from reference import cli
 from reference.clock import SystemClock
-from reference.config import process_environ, resolve_queue
-from reference.consumer import DEFAULT_LEASE
+from reference.config import (
+    DEFAULT_CLI_LOG_LEVEL,
+    DEFAULT_DB_PATH,
+    DEFAULT_SOCKET_DIR,
+    DEFAULT_WORKERS,
+    process_environ,
+    resolve_lease,
+    resolve_logging,
+    resolve_queue,
+)
 from reference.errors import (
     BackgroundError,
     ConfigError,
@@ -26,7 +34,9 @@ from reference.errors import (
     TransportError,
     UnknownJobError,
 )
+from reference.health import check_host, worker_state
 from reference.metrics import MAX_WORKERS
+from reference.process import this_host
 from reference.records import JobStatus
 from reference.registry import default_registry
 from reference.sqlite_store import SqliteStore
@@ -46,15 +56,6 @@ _SHOWN = 40  # characters of a bad value quoted back in an error message
 
 class UsageError(BackgroundError):
     """Bad input on the command line (exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr, exit 2 (SPEC: Command line)."""
-
-    def error(self, message: str) -> NoReturn:
-        if len(message) > 300:
-            message = message[:300] + "..."
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _shown(text: str, limit: int = _SHOWN) -> str:
@@ -92,15 +93,21 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = cli.OneLineParser(
         prog="python -m reference.queue", description="Enqueue and inspect queued jobs."
     )
-    parser.add_argument("--db", help="queue SQLite file (env QUEUE_DB_PATH)")
-    parser.add_argument("--socket-dir", help="wake-up socket dir (env QUEUE_SOCKET_DIR)")
+    cli.add_version(parser)
+    parser.add_argument(
+        "--db", help=f"queue SQLite file (env QUEUE_DB_PATH; default: {DEFAULT_DB_PATH})"
+    )
+    parser.add_argument(
+        "--socket-dir",
+        help=f"wake-up socket dir (env QUEUE_SOCKET_DIR; default: {DEFAULT_SOCKET_DIR})",
+    )
     parser.add_argument(
         "--workers",
         type=_bounded_int(1, MAX_WORKERS),
-        help="worker count (env BACKGROUND_FORKS)",
+        help=f"worker count (env BACKGROUND_FORKS; default: {DEFAULT_WORKERS})",
     )
     parser.add_argument(
         "--import",
@@ -110,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import MODULE so its Job subclasses are known (repeatable)",
     )
+    cli.add_logging_options(parser, default_level=DEFAULT_CLI_LOG_LEVEL)
     sub = parser.add_subparsers(dest="command", required=True)
     push = sub.add_parser("push", help="enqueue a job; prints its id")
     push.add_argument("job", metavar="JOB_NAME", help="dotted name, e.g. app.jobs.SendEmail")
@@ -138,9 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, text in (("pause", "stop firing"), ("resume", "fire again")):
         cmd = sub.add_parser(verb, help=f"{text} a schedule entry (every worker, at once)")
         cmd.add_argument("name", metavar="NAME", help="the entry's name in the schedule file")
+    probe = "probe: exit 0 if this host's workers heartbeat, else 1 (one line says why)"
+    health = sub.add_parser("health", help=probe, description=probe)
+    health.add_argument(
+        "--host",
+        help=f"the host whose workers to judge (default: this host, {this_host()!r})",
+    )
     lst = sub.add_parser("list", help="list jobs, newest first")
     lst.add_argument("--status", choices=[s.value for s in JobStatus])
-    lst.add_argument("--limit", type=_bounded_int(1, MAX_ID), default=50)
+    lst.add_argument(
+        "--limit", type=_bounded_int(1, MAX_ID), default=50, help="at most this many (default: 50)"
+    )
     retry = sub.add_parser("retry", help="re-queue a failed job")
     retry.add_argument("id", type=_bounded_int(1, MAX_ID))
     return parser
@@ -271,21 +287,16 @@ def _list(store: SqliteStore, status: str | None, limit: int) -> int:
     return 0
 
 
-def _workers(store: SqliteStore) -> int:
+def _workers(store: SqliteStore, lease: float) -> int:
     """One line per worker row: owner, host, pid, index, state and heartbeat age.
 
-    `gone` is a worker that neither beat within a lease (DEFAULT_LEASE) nor said it stopped:
+    `gone` is a worker that neither beat within a lease (QUEUE_LEASE) nor said it stopped:
     killed, frozen or cut off.
     """
     now = SystemClock().realtime()
     print(f"{'index':>5}  {'state':<7}  {'pid':>7}  {'started':<19}  {'beat':>8}  host  owner")
     for w in store.list_workers():
-        if w.stopped_at is not None:
-            state = "stopped"
-        elif now - w.heartbeat_at > DEFAULT_LEASE:
-            state = "gone"
-        else:
-            state = "live"
+        state = worker_state(w, now=now, lease=lease)
         beat = f"{now - w.heartbeat_at:.0f} s" if _is_number(w.heartbeat_at) else "?"
         print(
             f"{_text(w.index, 5):>5}  {state:<7}  {_text(w.pid, 7):>7}  "
@@ -353,19 +364,37 @@ def _retry(store: SqliteStore, job_id: int) -> int:
     return 0
 
 
-def configure_logging() -> None:
-    """Warnings (e.g. no worker could be woken) as one plain line each on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+def _health(store: SqliteStore, host: str | None, lease: float) -> int:
+    """Exit 0 with one line on stdout if `host`'s workers heartbeat, else 1 with it on stderr."""
+    verdict = check_host(
+        store.list_workers(),
+        this_host() if host is None else host,
+        now=SystemClock().realtime(),
+        lease=lease,
+    )
+    print(
+        f"{'ok' if verdict.ok else 'unhealthy'}: {verdict.reason}",
+        file=None if verdict.ok else sys.stderr,
+    )
+    return 0 if verdict.ok else 1
+
+
+def configure_logging(level: str | None, fmt: str | None) -> None:
+    """Warnings (e.g. no worker could be woken) as one plain line each on stderr, or JSON.
+
+    Raises:
+        ConfigError: an unknown level or format.
+    """
+    settings = resolve_logging(
+        level=level, fmt=fmt, environ=process_environ(), default_level=DEFAULT_CLI_LOG_LEVEL
+    )
+    cli.configure_logging(settings, "queue", text_format="%(levelname)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
     try:
+        configure_logging(args.log_level, args.log_format)
         settings = resolve_queue(
             db=args.db,
             socket_dir=args.socket_dir,
@@ -387,7 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "list":
                 return _list(store, args.status, args.limit)
             if args.command == "workers":
-                return _workers(store)
+                return _workers(store, resolve_lease(process_environ()))
+            if args.command == "health":
+                return _health(store, args.host, resolve_lease(process_environ()))
             if args.command == "schedules":
                 return _schedules(store)
             if args.command in ("pause", "resume"):

@@ -43,6 +43,8 @@ _ENV_KEYS = (
     "QUEUE_POLL_INTERVAL",
     "QUEUE_LEASE",
     "QUEUE_MMAP",
+    "QUEUE_LOG_LEVEL",
+    "QUEUE_LOG_FORMAT",
 )
 
 

@@ -22,10 +22,13 @@ from reference.metrics import (
     HEADER_SIZE,
     LAYOUT_VERSION,
     MAGIC,
-    default_metrics_path,
+    METRICS,
+    format_prometheus,
     main,
+    metrics_path_for,
     open_metrics,
     read_all,
+    worker_states,
 )
 
 if TYPE_CHECKING:
@@ -100,7 +103,7 @@ def _expected(worker: int) -> Snapshot:
         active_jobs=0,
         last_run_at=1_700_000_100.0 + worker,
         last_duration_ms=0.5,
-        capacity=worker * 3,
+        free_slots=worker * 3,
     )
 
 
@@ -131,10 +134,10 @@ for path in sys.argv[2:]:
         if snaps is not None:
             reads += 1
             assert [s.worker for s in snaps] == list(range(1, 9)), snaps
-            assert snaps[0].capacity in (0, 3), snaps[0]
-            assert snaps[4].capacity in (0, 7), snaps[4]
+            assert snaps[0].free_slots in (0, 3), snaps[0]
+            assert snaps[4].free_slots in (0, 7), snaps[4]
             assert all(s.total_runs == 0 for s in snaps), snaps
-            if snaps[4].capacity == 7:
+            if snaps[4].free_slots == 7:
                 break
         if time.monotonic() > deadline:
             raise SystemExit("reader timed out on " + path)
@@ -294,10 +297,16 @@ def test_bad_indexes_are_rejected(workdir: str, worker: int, total: int) -> None
     assert os.listdir(workdir) == []
 
 
-def test_default_path_is_under_the_temp_dir() -> None:
-    path = default_metrics_path()
-    assert os.path.dirname(path) == tempfile.gettempdir()
-    assert path.endswith(".bin")
+def test_default_path_is_beside_the_database() -> None:
+    assert metrics_path_for("tmp/queue.db") == "tmp/queue.db.metrics"
+    assert metrics_path_for("/srv/a/q.db") != metrics_path_for("/srv/b/q.db")
+
+
+def test_a_database_url_gets_its_own_file_in_the_temp_dir() -> None:
+    one = metrics_path_for("postgresql://db.example/app")
+    assert os.path.dirname(one) == tempfile.gettempdir()
+    assert one == metrics_path_for("postgresql://db.example/app")
+    assert one != metrics_path_for("postgresql://db.example/other")
 
 
 # --- CLI --------------------------------------------------------------------------------
@@ -352,24 +361,29 @@ def test_cli_table_has_a_row_per_worker_and_totals(
 ) -> None:
     assert main(["--metrics", populated], environ={}) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["worker", "runs", "ok"]
-    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3", "total"]
+    # The columns are the JSON keys, in the file's order (one name for one value).
+    # `state` is the workers table's word; an explicit file names no database: unknown.
+    assert lines[0].split() == ["worker", "state", *(m.field for m in METRICS)]
+    assert [line.split()[0] for line in lines[1:-1]] == ["1", "2", "3", "total"]
     assert lines[1].split() == [
         "1",
+        "-",
         "2",
         "1",
         "0",
         "0",
         "0",
         "1",
+        "0",
         "2023-11-14T22:14:20+00:00",
         "1500.0",
     ]
     assert lines[2].split()[-2:] == ["-", "-"]
-    assert lines[4].split()[:7] == ["total", "2", "1", "0", "0", "1", "1"]
-    # Aligned: every row is as wide as the header's last column end, or narrower only by
-    # the rstrip of a trailing empty cell (none here).
-    assert len({len(line) for line in lines}) == 1
+    assert lines[4].split()[:9] == ["total", "-", "2", "1", "0", "0", "1", "1", "2"]
+    # Aligned: every row is as wide as the header's last column end.
+    assert len({len(line) for line in lines[:-1]}) == 1
+    # The counters' unit is said where they are shown.
+    assert "runs (attempts), not jobs" in lines[-1]
 
 
 def test_cli_env_fallbacks_choose_path_and_worker_count(
@@ -390,6 +404,7 @@ def test_cli_json_shape(populated: str, capsys: pytest.CaptureFixture[str]) -> N
     assert [d["worker"] for d in data] == [1, 2, 3]
     expected_keys = {
         "worker",
+        "state",
         "total_runs",
         "total_successes",
         "total_failures",
@@ -398,7 +413,7 @@ def test_cli_json_shape(populated: str, capsys: pytest.CaptureFixture[str]) -> N
         "active_jobs",
         "last_run_at",
         "last_duration_ms",
-        "capacity",
+        "free_slots",
         "last_run_iso",
     }
     assert all(set(d) == expected_keys for d in data)
@@ -406,7 +421,9 @@ def test_cli_json_shape(populated: str, capsys: pytest.CaptureFixture[str]) -> N
     assert data[0]["active_jobs"] == 1
     assert data[0]["last_run_iso"] == "2023-11-14T22:14:20+00:00"
     assert data[1]["last_run_iso"] is None
-    assert (data[2]["total_skips"], data[2]["capacity"]) == (1, 2)
+    assert (data[2]["total_skips"], data[2]["free_slots"]) == (1, 2)
+    assert set(expected_keys) - {"worker", "state", "last_run_iso"} == {m.field for m in METRICS}
+    assert all(d["state"] is None for d in data)  # no database named: unknown
 
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -440,17 +457,30 @@ def test_cli_prometheus_exposition_grammar(
             assert key not in samples, f"duplicate sample {key}"
             samples[key] = line.rsplit(" ", 1)[1]
     assert helped == set(typed)
-    assert typed["reference_jobs_runs_total"] == "counter"
-    assert typed["reference_jobs_active"] == "gauge"
-    assert typed["reference_jobs_last_run_timestamp_seconds"] == "gauge"
-    assert typed["reference_jobs_last_duration_seconds"] == "gauge"
+    assert typed["reference_runs_total"] == "counter"
+    assert typed["reference_active_jobs"] == "gauge"
+    assert typed["reference_last_run_timestamp_seconds"] == "gauge"
+    assert typed["reference_last_duration_seconds"] == "gauge"
     assert all(t == "counter" for n, t in typed.items() if n.endswith("_total"))
-    assert samples['reference_jobs_runs_total{worker="1"}'] == "2"
-    assert samples['reference_jobs_runs_total{worker="2"}'] == "0"
-    assert samples['reference_jobs_active{worker="1"}'] == "1"
-    assert float(samples['reference_jobs_last_duration_seconds{worker="1"}']) == 1.5
-    assert float(samples['reference_jobs_last_run_timestamp_seconds{worker="1"}']) == 1.70000006e9
-    assert samples['reference_jobs_skips_total{worker="3"}'] == "1"
+    assert samples['reference_runs_total{worker="1"}'] == "2"
+    assert samples['reference_runs_total{worker="2"}'] == "0"
+    assert samples['reference_active_jobs{worker="1"}'] == "1"
+    assert samples['reference_free_slots{worker="3"}'] == "2"
+    assert float(samples['reference_last_duration_seconds{worker="1"}']) == 1.5
+    assert float(samples['reference_last_run_timestamp_seconds{worker="1"}']) == 1.70000006e9
+    assert samples['reference_skips_total{worker="3"}'] == "1"
+    assert set(typed) == {m.prometheus for m in METRICS}
+
+
+def test_prometheus_names_are_the_json_keys_in_prometheus_form() -> None:
+    """`total_X` -> `reference_X_total`; a unit suffix becomes the base unit; nothing else."""
+    for m in METRICS:
+        stem = m.field.removeprefix("total_").removesuffix("_at").removesuffix("_ms")
+        assert m.prometheus.startswith(f"reference_{stem}"), m
+        assert m.prometheus.endswith("_total") == (m.kind == "counter"), m
+    counters = [m for m in METRICS if m.kind == "counter"]
+    # Every counter says what it counts: runs are attempts, not jobs.
+    assert all("attempt" in m.help or "Scheduled runs" in m.help for m in counters)
 
 
 def test_cli_without_workers_shows_every_allocated_segment(
@@ -463,4 +493,46 @@ def test_cli_without_workers_shows_every_allocated_segment(
 def test_cli_runs_as_a_module(populated: str) -> None:
     out = _run_cli("--metrics", populated, "--prometheus")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("# HELP reference_jobs_runs_total ")
+    assert out.stdout.startswith("# HELP reference_runs_total ")
+
+
+def test_prometheus_states_are_an_enum_per_known_worker(populated: str) -> None:
+    text = format_prometheus(read_all(3, populated), {1: "gone", 3: "live"})
+    states = [line for line in text.splitlines() if line.startswith("reference_state{")]
+    assert all(SAMPLE.match(line) for line in states)
+    assert states == [
+        'reference_state{worker="1",state="live"} 0',
+        'reference_state{worker="1",state="stopped"} 0',
+        'reference_state{worker="1",state="gone"} 1',
+        'reference_state{worker="3",state="live"} 1',
+        'reference_state{worker="3",state="stopped"} 0',
+        'reference_state{worker="3",state="gone"} 0',
+    ]
+    assert "reference_state" not in format_prometheus(read_all(3, populated))
+
+
+def test_worker_states_without_a_queue_database_are_unknown(workdir: str) -> None:
+    missing = os.path.join(workdir, "absent.db")
+    assert worker_states(missing, now=0.0, lease=60.0) == {}
+    assert not os.path.exists(missing)  # never created
+    junk = os.path.join(workdir, "junk.db")
+    Path(junk).write_text("not sqlite")
+    assert worker_states(junk, now=0.0, lease=60.0) == {}
+    assert Path(junk).read_text() == "not sqlite"
+
+
+def test_cli_into_a_closed_pipe_prints_no_traceback(populated: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reference.metrics", "--metrics", populated, "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # like `| head` that has read enough (long before the child writes)
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=BOUND) == 1
+    assert "Traceback" not in err
+    assert "BrokenPipe" not in err

@@ -40,7 +40,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert s.queue.socket_dir == DEFAULT_SOCKET_DIR
     assert s.queue.total_workers == 1
     assert s.queue.mmap is True
-    assert s.metrics_path == default_metrics_path()
+    assert s.metrics_path == default_metrics_path() == os.path.join("tmp", "queue.db.metrics")
     assert s.imports == ()
     assert s.worker_index is None
     assert s.isolated == frozenset()

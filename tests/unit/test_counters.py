@@ -82,7 +82,7 @@ def test_arithmetic_over_interleaved_runs() -> None:
         active_jobs=1,
         last_run_at=104.0,
         last_duration_ms=7.0,
-        capacity=0,
+        free_slots=0,
     )
 
 
@@ -97,7 +97,7 @@ def test_capacity_is_set_not_added() -> None:
     counters = BufferCounters(bytearray(SEGMENT_SIZE), 0, worker=1)
     counters.set_capacity(2)
     counters.set_capacity(1)
-    assert counters.snapshot().capacity == 1
+    assert counters.snapshot().free_slots == 1
 
 
 def test_reset_zeroes_only_its_own_segment() -> None:
