@@ -43,12 +43,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STORE_BACKOFF_MIN = 0.05
-# A store failing (not merely locked) for this long is taken as broken for good: a read-only,
-# corrupt or vanished file. The worker exits with one line rather than warn forever while
-# its supervisor looks healthy; a deleted or replaced file ends it at the next check.
+# A store failing (not merely locked) for this long, from its first failure to its latest
+# with no success between, is taken as broken for good: a read-only, corrupt or vanished
+# file. The worker exits with one line rather than warn forever while its supervisor looks
+# healthy; a deleted or replaced file ends it at the next check. A burst of failures then
+# a quiet spell (every slot busy, nothing tried) is not a broken store: the span counts
+# failures, not the silence after them (swarm seed 24 gave up on a working store so).
 STORE_GIVE_UP = 30.0
-# ... and only after this many failures with no success between: one transient error
-# followed by a quiet spell (every slot busy, nothing to claim) is not a broken store.
+# ... and only after this many failures with no success between.
 STORE_GIVE_UP_FAILURES = 5
 # A running job's lease: renewed every LEASE / 3 while it runs, so a worker must miss two
 # renewals in a row (a crash, a frozen process) before a peer judges it dead.
@@ -115,6 +117,7 @@ class Consumer:
             warn_every=wiring.poll_interval,
         )
         self._failing_since: float | None = None  # monotonic start of unbroken store failure
+        self._last_failure = 0.0  # monotonic time of the latest failure
         self._failures_since_ok = 0
         self._last_store_error: StoreError | None = None
         self._stopping = asyncio.Event()  # replaced by run()'s; unset until then
@@ -138,7 +141,6 @@ class Consumer:
             observer=observer,
             running=self._running.keys,
             on_store_error=self._store_failed,
-            on_store_ok=self._store_ok,
             gone=wiring.gone,
         )
 
@@ -200,8 +202,9 @@ class Consumer:
             return
         self._last_store_error = exc
         self._failures_since_ok += 1
+        self._last_failure = self._clock.monotonic()
         if self._failing_since is None:
-            self._failing_since = self._clock.monotonic()
+            self._failing_since = self._last_failure
 
     def _store_ok(self) -> None:
         self._failing_since = None
@@ -226,7 +229,7 @@ class Consumer:
             if (
                 since is not None
                 and self._failures_since_ok >= STORE_GIVE_UP_FAILURES
-                and self._clock.monotonic() - since >= STORE_GIVE_UP
+                and self._last_failure - since >= STORE_GIVE_UP
             ):
                 raise StoreUnusableError(
                     f"the queue store kept failing for {STORE_GIVE_UP:.0f} s; giving up"

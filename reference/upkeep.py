@@ -54,7 +54,6 @@ class Upkeep:
         observer: Observer,
         running: Callable[[], Collection[int]],
         on_store_error: Callable[[StoreError], None],
-        on_store_ok: Callable[[], None] = lambda: None,
         gone: Probe = never_gone,
     ) -> None:
         self._store = store
@@ -64,7 +63,6 @@ class Upkeep:
         self._observer = observer
         self._running = running
         self._on_store_error = on_store_error
-        self._on_store_ok = on_store_ok  # a write went through: the store is not broken
         self._watch = PeerWatch(row.owner, lease=lease, gone=gone)
         self._registered = False
         self.recovered = False  # the first recovery pass has run (start-up recovery)
@@ -110,7 +108,6 @@ class Upkeep:
                 self._register(now)
             dead = self._watch.dead(self._store.list_workers(), monotonic=self._clock.monotonic())
             requeued = self._store.recover(dead, now=now)
-            self._on_store_ok()
         except StoreError as exc:
             what = "recovering the jobs of dead workers" if self.recovered else "start-up recovery"
             self._warn(what, exc, "recover")
@@ -142,7 +139,6 @@ class Upkeep:
                 alive = self._store.heartbeat(
                     self.owner, now=now, renew=running, lease_until=now + self._lease
                 )
-                self._on_store_ok()
                 if not alive:
                     logger.warning(
                         "a peer presumed this worker dead (no heartbeat for a lease); its"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,19 @@ def producer_for(world: World, store: Store, queue: QueueSpec) -> Producer:
         waker=Waker(world.fabric, addresses, world.child_rng("producer"), clock=world.clock),
         observer=HostObserver(world.trace, 0),
     )
+
+
+def final_jobs(world: World, path: str) -> dict[int, tuple[str, str]]:
+    """job id -> (status, last_error or "") of every row left in the database at `path`
+    (empty once the world's files are gone), for a scenario's checks."""
+    if world._tmp is None:
+        return {}
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT id, status, last_error FROM jobs").fetchall()
+    finally:
+        conn.close()
+    return {int(i): (str(st), str(err or "")) for i, st, err in rows}
 
 
 async def drain(store: Store, *, deadline: float, step: float) -> float:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from reference.records import JobRow
     from reference.store import WorkerStore
 
+T0 = 1_700_000_000.0  # POSIX seconds the contract tests start at
 LEASE = 30.0
 
 
@@ -20,7 +21,7 @@ def claim(
     store: WorkerStore,
     owner: str = "w1",
     *,
-    now: float,
+    now: float = T0,
     lease: float = LEASE,
     limit: int = 1,
 ) -> list[JobRow]:
@@ -34,7 +35,7 @@ def record(
     attempt: int,
     *,
     owner: str = "w1",
-    now: float,
+    now: float = T0,
     error: str | None = None,
     retry_at: float | None = None,
 ) -> bool:

@@ -30,7 +30,7 @@ from reference.records import LogEvent
 from reference.sqlite_store import SqliteStore
 from sim import invariants
 from sim.clock import SkewProgram
-from sim.host import Host, poisson_load, sqlite_queue
+from sim.host import Host, final_jobs, poisson_load, sqlite_queue
 from sim.scenario import Check, Scenario
 from sim.world import World
 
@@ -114,16 +114,7 @@ def checks(world: World) -> list[Check]:
     superseded = list(trace.of(LogEvent.JOB_SUPERSEDED.value))
     not_stalled = [r.get("job_id") for r in superseded if r.host != STALLED]
     completed = {int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_COMPLETED.value)}
-    rows: dict[int, tuple[str, str]] = {}
-    if world._tmp is not None:
-        conn = sqlite3.connect(db_path(world))
-        try:
-            rows = {
-                i: (st, err or "")
-                for i, st, err in conn.execute("SELECT id, status, last_error FROM jobs")
-            }
-        finally:
-            conn.close()
+    rows = final_jobs(world, db_path(world))
     final = Counter(
         "done"
         if rows.get(i, ("done" if i in completed else "missing", ""))[0] == "done"

@@ -16,7 +16,6 @@ queue-history invariants, no worker died of an error.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from reference.sharding import worker_for
 from reference.sqlite_store import SqliteStore
 from sim import invariants
 from sim.fabric import Fabric
-from sim.host import Host, drain, producer_for, sqlite_queue
+from sim.host import Host, drain, final_jobs, producer_for, sqlite_queue
 from sim.scenario import Check, Scenario
 
 if TYPE_CHECKING:
@@ -136,16 +135,7 @@ def checks(world: World) -> list[Check]:
     trace = world.trace
     enqueued = {int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_ENQUEUED.value)}
     completed = Counter(int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_COMPLETED.value))
-    rows: dict[int, tuple[str, str]] = {}
-    if world._tmp is not None:
-        conn = sqlite3.connect(db_path(world))
-        try:
-            rows = {
-                i: (st, err or "")
-                for i, st, err in conn.execute("SELECT id, status, last_error FROM jobs")
-            }
-        finally:
-            conn.close()
+    rows = final_jobs(world, db_path(world))
     final = Counter(
         "done once"
         if rows.get(i, ("done", ""))[0] == "done" and completed[i] == 1

@@ -11,6 +11,7 @@ import pytest
 
 from reference.records import JobStatus, NewJob, Settlement, WorkerRow
 from reference.sqlite_store import SqliteStore
+from tests.storeops import LEASE, T0, claim, record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from reference.records import JobRow
     from reference.store import Store
 
-T0 = 1_700_000_000.0
-LEASE = 30.0
 
 STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
     "sqlite-mmap": lambda p: SqliteStore(p / "queue.db", mmap=True),
@@ -95,31 +94,6 @@ def test_enqueue_many_returns_ids_in_order(store: Store) -> None:
     assert len(set(new_ids)) == 5
     assert [store.get(i).name for i in new_ids] == [f"app.J{i}" for i in range(5)]  # type: ignore[union-attr]
     assert store.enqueue_many([]) == []
-
-
-def claim(
-    store: Store, owner: str = "w1", *, now: float = T0, lease: float = LEASE, limit: int = 1
-) -> list[JobRow]:
-    """Claim up to `limit` due jobs for `owner` (recording nothing)."""
-    return store.claim(owner, now=now, lease=lease, limit=limit)[1]
-
-
-def record(
-    store: Store,
-    job_id: int,
-    attempt: int,
-    *,
-    owner: str = "w1",
-    now: float = T0,
-    error: str | None = None,
-    retry_at: float | None = None,
-) -> bool:
-    """Record one run's outcome through `claim(limit=0)`; True if it was accepted."""
-    (ok,), rows = store.claim(
-        owner, now=now, lease=LEASE, limit=0, settle=[Settlement(job_id, attempt, error, retry_at)]
-    )
-    assert rows == []
-    return ok
 
 
 def register(store: Store, owner: str, *, at: float = T0) -> None:
