@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import sqlite3
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from reference import Job
+from reference.consumer import DEFAULT_LEASE
 from reference.records import LogEvent
 from reference.sqlite_store import SqliteStore
+from reference.upkeep import CHECKS_PER_LEASE
 from sim import invariants
 from sim.clock import SkewProgram
 from sim.host import Host, final_jobs, poisson_load, sqlite_queue
@@ -108,8 +111,44 @@ async def main(world: World) -> None:
     )
 
 
+def _held_through_a_stall(world: World) -> tuple[list[int], list[int]]:
+    """(runs the stalled worker held past the point where its peer must have judged it
+    dead, the stalled worker's runs that ended superseded), as job ids.
+
+    Its last heartbeat is at or before the stall's start; the peer sees that value within
+    one maintenance pass (lease/CHECKS_PER_LEASE), judges the owner dead a lease later, at
+    the next pass. A run claimed before the stall and still going then must end superseded.
+    """
+    ends = {
+        LogEvent.JOB_COMPLETED.value,
+        LogEvent.JOB_RETRY_SCHEDULED.value,
+        LogEvent.JOB_DEAD.value,
+        LogEvent.JOB_SUPERSEDED.value,
+    }
+    claimed: dict[tuple[int, int], float] = {}
+    ended: dict[tuple[int, int], tuple[float, str]] = {}
+    for r in world.trace.records:
+        if r.host != STALLED or r.get("job_id") is None:
+            continue
+        key = (int(str(r.get("job_id"))), int(str(r.get("attempt"))))
+        if r.event == LogEvent.JOB_CLAIMED.value:
+            claimed[key] = r.ns / 1e9
+        elif r.event in ends:
+            ended[key] = (r.ns / 1e9, r.event)
+    judged = DEFAULT_LEASE * (1 + 2 / CHECKS_PER_LEASE) + 1.0
+    held, lost = [], []
+    for key, at in claimed.items():
+        end, event = ended.get(key, (math.inf, ""))
+        if any(at <= start and end >= start + judged for start, _ in STALLS):
+            held.append(key[0])
+        if event == LogEvent.JOB_SUPERSEDED.value:
+            lost.append(key[0])
+    return held, lost
+
+
 def checks(world: World) -> list[Check]:
     trace = world.trace
+    held, lost = _held_through_a_stall(world)
     enqueued = {int(str(r.get("job_id"))) for r in trace.of(LogEvent.JOB_ENQUEUED.value)}
     superseded = list(trace.of(LogEvent.JOB_SUPERSEDED.value))
     not_stalled = [r.get("job_id") for r in superseded if r.host != STALLED]
@@ -125,7 +164,11 @@ def checks(world: World) -> list[Check]:
     )
     unfinished = [k for k in final if k not in ("done", "lost to max_crashes")]
     return [
-        Check("a stalled owner's runs were taken over", bool(superseded), f"{len(superseded)}"),
+        Check(
+            "every run the stalled owner held through a stall was taken over",
+            set(held) <= set(lost),
+            f"held {held}, superseded {lost}",
+        ),
         Check(
             "only the stalled owner lost runs (clock steps took nothing over)",
             not not_stalled,
