@@ -26,7 +26,7 @@ from reference.liveness import Probe, never_gone
 from reference.options import JobOptions
 from reference.records import LogEvent, Settlement, WorkerRow
 from reference.runner import describe_error
-from reference.upkeep import Upkeep
+from reference.upkeep import Upkeep, set_within
 from reference.waker import POLL_INTERVAL, Doorbell, Waker
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class Consumer:
             StoreUnusableError: the worker must exit (its task group ends with this).
         """
         poll = self._wiring.poll_interval
-        while not await _stopped_within(done, poll):
+        while not await set_within(done, poll):
             try:
                 self._store.verify()
             except StoreUnusableError:
@@ -436,13 +436,3 @@ class Consumer:
 
     def __repr__(self) -> str:
         return f"Consumer(worker={self._index}, running={len(self._running)}, {self._slots!r})"
-
-
-async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds`; True if `stopping` was set meanwhile."""
-    try:
-        async with asyncio.timeout(seconds):
-            await stopping.wait()
-    except TimeoutError:
-        return False
-    return True

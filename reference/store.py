@@ -162,7 +162,6 @@ class AdminStore(_Closable, Protocol):
         ...
 
 
-
 # Kept beside the class it serves (not merged into the imports above) so the schedules
 # protocol stays one self-contained block.
 if TYPE_CHECKING:

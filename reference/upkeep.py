@@ -130,7 +130,7 @@ class Upkeep:
     async def beat(self, done: asyncio.Event) -> None:
         """Every lease/3 until `done`: heartbeat, and extend the leases of running jobs."""
         every = self._lease / 3
-        while not await _set_within(done, every):
+        while not await set_within(done, every):
             now = self._clock.realtime()
             try:
                 if not self._registered:
@@ -154,7 +154,7 @@ class Upkeep:
         """Judge peers every lease/CHECKS_PER_LEASE; purge old rows every PURGE_EVERY."""
         every = min(self._lease / CHECKS_PER_LEASE, PURGE_EVERY)
         since_purge = 0.0
-        while not await _set_within(stopping, every):
+        while not await set_within(stopping, every):
             if self.recover():
                 nudge()  # re-queued jobs are due now: claim them
             since_purge += every
@@ -196,7 +196,7 @@ class Upkeep:
         return f"Upkeep(owner={self.owner!r}, {self._watch!r})"
 
 
-async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
     """Wait up to `seconds`; True if `event` was set meanwhile."""
     try:
         async with asyncio.timeout(seconds):
